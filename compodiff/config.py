@@ -1,0 +1,108 @@
+"""The project's parameters: params.yaml loaded into frozen dataclasses.
+
+params.yaml holds every value (the embedded world profile by default); the
+dataclasses hold the schema. Profiles are complete params files under
+``profiles/``; ``compodiff profile NAME`` copies one over params.yaml, which is
+the file both Dagster and DVC read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from compodiff.config_schema import ConfigError, flatten, from_dict, to_dict
+
+PARAMS_ENV = "COMPODIFF_PARAMS"
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """The procedural world that stands in for LAION (DESIGN.md, embedded default)."""
+
+    image_size: int
+    shards: tuple[str, ...]
+    pairs_per_shard: int
+    heldout_pairs: int  # a separate shard of pairs never seen in training, for evaluation
+    p_size: float  # probability that a caption names the objects' sizes
+    p_position: float  # ... and their positions
+    max_objects: int = 3
+
+
+@dataclass(frozen=True)
+class EncoderTrainConfig:
+    """Contrastive training of the world's own open_clip model (stand-in for pretrained CLIP)."""
+
+    embed_dim: int
+    vision_layers: tuple[int, ...]
+    vision_width: int
+    text_width: int
+    text_layers: int
+    text_heads: int
+    context_length: int
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    eval_pairs: int
+    threads: int
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Which CLIP every step encodes with: an open_clip name (``ViT-L-14`` + ``openai``),
+    a file path in ``pretrained``, or ``local-dir:PATH`` for a model saved by this project."""
+
+    model: str
+    pretrained: str | None = None
+    train: EncoderTrainConfig | None = None  # set when the pipeline trains its own encoder
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    tracking_uri: str  # MLflow; relative sqlite paths resolve against the project root
+    experiment: str
+
+
+@dataclass(frozen=True)
+class Params:
+    profile: str
+    seed: int
+    data_dir: str
+    metrics_dir: str
+    world: WorldConfig
+    encoder: EncoderConfig
+    tracking: TrackingConfig
+
+    def flat(self) -> dict:
+        return flatten(to_dict(self))
+
+    def digest(self) -> str:
+        """Stable hash of the resolved parameters (tagged on every MLflow run)."""
+        blob = json.dumps(to_dict(self), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def params_path(path: str | os.PathLike | None = None) -> Path:
+    return Path(path or os.environ.get(PARAMS_ENV) or "params.yaml")
+
+
+def load_params(path: str | os.PathLike | None = None) -> Params:
+    p = params_path(path)
+    if not p.is_file():
+        raise ConfigError(f"params file not found: {p.resolve()}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: not valid YAML: {err}") from None
+    return from_dict(Params, data, source=str(p))
+
+
+__all__ = ["ConfigError", "EncoderConfig", "EncoderTrainConfig", "Params", "TrackingConfig", "WorldConfig",
+           "load_params", "params_path"]
