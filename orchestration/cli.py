@@ -1,0 +1,150 @@
+"""The ``compodiff`` command.
+
+  compodiff lifecycle          run every step through Dagster (history kept in .dagster_home)
+  compodiff run STEP [--shard] one step, as the DVC stages call it
+  compodiff profile NAME       switch profile: copy profiles/NAME.yaml over params.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from compodiff.config import ConfigError, load_params
+
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+
+
+def _root() -> Path:
+    return Path(os.environ.get("COMPODIFF_ROOT") or os.getcwd()).resolve()
+
+
+def cmd_profile(args) -> int:
+    root = _root()
+    src = root / "profiles" / f"{args.name}.yaml"
+    if not src.is_file():
+        names = sorted(p.stem for p in (root / "profiles").glob("*.yaml"))
+        print(f"no profile {args.name!r}; available: {', '.join(names)}", file=sys.stderr)
+        return 2
+    load_params(src)  # refuse to switch to a profile that does not load
+    shutil.copyfile(src, root / "params.yaml")
+    print(f"params.yaml <- profiles/{args.name}.yaml")
+    return 0
+
+
+def cmd_run(args) -> int:
+    """One step, without Dagster: what `dvc repro` runs. Still tracked in MLflow."""
+    from orchestration import steps
+    from orchestration.layout import Layout
+    from orchestration.tracking import MLflowTracking
+
+    root = _root()
+    params = load_params(root / "params.yaml" if not os.environ.get("COMPODIFF_PARAMS") else None)
+    layout = Layout(root, params)
+    tracking = MLflowTracking(tracking_uri=params.tracking.tracking_uri, experiment=params.tracking.experiment,
+                              root=str(root))
+    partition = args.shard or ""
+    with tracking.step_run(args.step, params, partition=partition, extra_tags={"orchestrator": "dvc"}) as run:
+        if args.step == "world_pairs":
+            if not args.shard:
+                raise ConfigError("world_pairs needs --shard")
+            result = steps.world_pairs(layout, args.shard)
+        elif args.step == "encoder":
+            result = steps.encoder(layout, on_metrics=lambda s, m: run.log_metrics(m, step=s))
+        else:
+            raise ConfigError(f"unknown step {args.step!r}")
+        run.log_metrics(result)
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, default=str))
+    return 0
+
+
+def cmd_lifecycle(args) -> int:
+    """Materialize every asset in dependency order, each step one Dagster run in the
+    persistent instance, so the Dagster UI shows what this command produced."""
+    root = _root()
+    os.environ.setdefault("COMPODIFF_ROOT", str(root))
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(root / ".dagster_home")))
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").touch()
+    import dagster as dg
+
+    from orchestration import definitions as d
+
+    instance = dg.DagsterInstance.get()
+    graph = d.defs.resolve_asset_graph()
+    checks_of = {}
+    for chk in d.CHECKS:
+        for key in chk.check_keys:
+            checks_of.setdefault(key.asset_key, []).append(chk)
+    order = [a for key in graph.toposorted_asset_keys for a in d.ASSETS if key in a.keys]
+    only = set(args.select.split(",")) if args.select else None
+    t_all = time.perf_counter()
+    for asset in order:
+        name = asset.key.to_user_string()
+        if only and name not in only:
+            continue
+        tags = {}
+        if asset.partitions_def is not None:
+            keys = asset.partitions_def.get_partition_keys()
+            tags = {RANGE_START: keys[0], RANGE_END: keys[-1]}
+        print(f"==> {name}" + (f" [{tags[RANGE_START]}..{tags[RANGE_END]}]" if tags else ""), flush=True)
+        t0 = time.perf_counter()
+        result = dg.materialize([asset, *checks_of.get(asset.key, [])], instance=instance,
+                                resources=d.resources(root), tags=tags, raise_on_error=False,
+                                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+        if not result.success:
+            print(f"!! {name} failed; see the Dagster UI (run {result.run_id})", file=sys.stderr)
+            return 1
+        failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+        if failed:
+            print(f"!! {name}: checks failed: {failed}", file=sys.stderr)
+            return 1
+        print(f"    done in {time.perf_counter() - t0:.1f}s (run {result.run_id})", flush=True)
+    print(f"\nLifecycle finished in {time.perf_counter() - t_all:.0f}s.")
+    _print_headline(root)
+    return 0
+
+
+def _print_headline(root: Path) -> None:
+    params = load_params(root / "params.yaml")
+    metrics_dir = root / params.metrics_dir
+    print("\nHeadline metrics:")
+    for f in sorted(metrics_dir.glob("*.json")):
+        data = json.loads(f.read_text())
+        shown = {k: round(v, 4) for k, v in data.items() if isinstance(v, float) and ("R@" in k or "mAP" in k)}
+        print(f"  {f.stem}: {json.dumps(shown)}")
+    print("\nExplore what this run produced:")
+    print(f"  DAGSTER_HOME={root}/.dagster_home .venv/bin/dagster dev -h 127.0.0.1 -p 3000   # asset lineage")
+    print(f"  .venv/bin/mlflow ui --backend-store-uri sqlite:///{root}/mlflow.db -h 127.0.0.1 -p 5000   # runs")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="compodiff", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("lifecycle", help="run the whole lifecycle through Dagster")
+    p.add_argument("--select", help="comma-separated asset names (default: all)")
+    p.set_defaults(func=cmd_lifecycle)
+    p = sub.add_parser("run", help="run one step (what DVC stages call)")
+    p.add_argument("step")
+    p.add_argument("--shard")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("profile", help="switch params.yaml to profiles/NAME.yaml")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_profile)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Where each step writes: one place, read by the Dagster assets, the CLI and dvc.yaml's tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from compodiff.config import Params
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+    params: Params
+
+    @property
+    def data(self) -> Path:
+        return self.root / self.params.data_dir
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / self.params.metrics_dir
+
+    def world_pairs(self, shard: str) -> Path:
+        return self.data / "world_pairs" / f"{shard}.parquet"
+
+    @property
+    def encoder_dir(self) -> Path:
+        return self.data / "encoder"
+
+    @property
+    def encoder_heldout(self) -> Path:
+        return self.encoder_dir / "heldout.parquet"
+
+    @property
+    def encoder_metrics(self) -> Path:
+        return self.metrics / "encoder.json"

@@ -1,0 +1,47 @@
+"""Dagster resources: the project root, the params file, the device, MLflow."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from compodiff.config import Params, load_params
+from orchestration.layout import Layout
+
+ROOT_ENV = "COMPODIFF_ROOT"
+
+
+def project_root() -> Path:
+    return Path(os.environ.get(ROOT_ENV) or os.getcwd()).resolve()
+
+
+class ProjectResource(dg.ConfigurableResource):
+    """The project root and its params file (params.yaml unless COMPODIFF_PARAMS says otherwise)."""
+
+    root: str = "."
+    params_file: str = "params.yaml"
+
+    def params(self) -> Params:
+        path = Path(self.params_file)
+        return load_params(path if path.is_absolute() else Path(self.root) / path)
+
+    def layout(self) -> Layout:
+        return Layout(Path(self.root).resolve(), self.params())
+
+
+class DeviceResource(dg.ConfigurableResource):
+    """Where GPU-capable steps run: "auto" picks CUDA when present."""
+
+    device: str = "auto"
+    threads: int = 0  # 0: leave torch's default
+
+    def resolve(self) -> str:
+        import torch
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device

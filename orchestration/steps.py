@@ -1,0 +1,77 @@
+"""Each step of the lifecycle as one plain function: the Dagster asset and the DVC
+stage (through the CLI) both call these, so the two orchestrators run one logic."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from compodiff.atomic import atomic_dir, write_json
+from compodiff.config import ConfigError
+from datagen.shards import decode_png, read_shard, write_shard
+from datagen.world.clip_training import retrieval_recall, train_clip
+from datagen.world.pairs import make_pairs, write_pairs_shard
+from orchestration.layout import Layout
+
+Log = Callable[[str], None]
+
+
+def check_shard(layout: Layout, shard: str) -> None:
+    shards = layout.params.world.shards
+    if shard not in shards:
+        raise ConfigError(f"shard {shard!r} is not in world.shards {list(shards)} of profile "
+                          f"{layout.params.profile!r} (params file of another profile?)")
+
+
+def world_pairs(layout: Layout, shard: str) -> dict:
+    check_shard(layout, shard)
+    w = layout.params.world
+    t0 = time.perf_counter()
+    out = layout.world_pairs(shard)
+    manifest = write_pairs_shard(w, layout.params.seed, shard, w.pairs_per_shard, out)
+    return {**manifest, "path": str(out), "bytes": out.stat().st_size, "seconds": time.perf_counter() - t0}
+
+
+def _load_pairs(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
+    images, captions = [], []
+    for p in paths:
+        table = read_shard(p, ["id", "caption", "image_png"])
+        ids = table.column("id").to_pylist()
+        for rid, png in zip(ids, table.column("image_png").to_pylist()):
+            images.append(decode_png(png, f"{p}:{rid}"))
+        captions += table.column("caption").to_pylist()
+    return np.stack(images), captions
+
+
+def encoder(layout: Layout, log: Log = print, on_metrics: Callable[[int, dict], None] | None = None) -> dict:
+    """Train the world CLIP on every world_pairs shard; evaluate on held-out pairs."""
+    p = layout.params
+    if p.encoder.train is None:
+        raise ConfigError(f"profile {p.profile!r} uses a pretrained encoder ({p.encoder.model}); "
+                          "there is nothing to train")
+    missing = [str(layout.world_pairs(s)) for s in p.world.shards if not layout.world_pairs(s).is_file()]
+    if missing:
+        raise FileNotFoundError(f"encoder needs the world_pairs shards first; missing: {missing}")
+    log(f"encoder: loading {len(p.world.shards)} shards")
+    images, captions = _load_pairs([layout.world_pairs(s) for s in p.world.shards])
+    heldout = make_pairs(p.world, p.seed, "heldout", p.world.heldout_pairs)
+
+    def progress(step: int, m: dict) -> None:
+        log(f"encoder: step {step + 1}/{p.encoder.train.steps} loss {m['loss']:.3f}")
+        if on_metrics:
+            on_metrics(step, m)
+
+    with atomic_dir(layout.encoder_dir) as tmp:
+        summary = train_clip(p.encoder.train, images, captions, p.world.image_size, p.seed, tmp, progress)
+        write_shard(tmp / "heldout.parquet", heldout, {"kind": "world_pairs", "shard": "heldout"})
+        n = min(p.encoder.train.eval_pairs, p.world.heldout_pairs)
+        held_images = np.stack([decode_png(b) for b in heldout["image_png"][:n]])
+        recall = retrieval_recall(tmp, held_images, heldout["caption"][:n])
+    metrics = {**summary, **recall, "model": p.encoder.model}
+    write_json(layout.encoder_metrics, metrics)
+    log(f"encoder: t2i R@1 {recall['t2i_R@1']:.3f} R@10 {recall['t2i_R@10']:.3f} on {recall['eval_pairs']} "
+        "held-out pairs")
+    return metrics

@@ -1,0 +1,119 @@
+"""MLflow tracking: one MLflow run per asset step, as a Dagster resource of our own.
+
+dagster-mlflow opens one MLflow run per Dagster *run* and finds it again by a
+racy tag search (shared/reference/mlops.md); here each step opens and closes
+its own run through an explicit ``MlflowClient`` (no global active-run state, so
+it is safe under the multiprocess executor), and the SQLite schema is created
+once under a file lock before any step touches it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+from filelock import FileLock
+
+from compodiff.config import Params
+
+PARAM_BATCH = 100  # MLflow accepts at most 100 params per log_batch call
+
+
+def resolve_tracking_uri(uri: str, root: str | Path) -> str:
+    """``sqlite:///mlflow.db`` is relative to the project root, not to whatever cwd a step has."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str((Path(root) / uri[len(prefix):]).resolve())
+    return uri
+
+
+def git_commit(root: str | Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class StepRun:
+    """The MLflow run of one step: a thin, explicit handle."""
+
+    def __init__(self, client, run_id: str, url: str):
+        self.client, self.run_id, self.url = client, run_id, url
+
+    def log_params(self, params: dict) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        for i in range(0, len(items), PARAM_BATCH):
+            self.client.log_batch(self.run_id, params=items[i:i + PARAM_BATCH])
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        import time
+
+        now = int(time.time() * 1000)
+        items = [Metric(k.replace("@", "_at_"), float(v), now, step or 0)
+                 for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if items:
+            self.client.log_batch(self.run_id, metrics=items)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+
+class MLflowTracking(dg.ConfigurableResource):
+    """One MLflow run per asset step, tagged with its Dagster lineage."""
+
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "compodiff"
+    root: str = "."
+    ui_url: str = "http://127.0.0.1:5000"
+
+    def uri(self) -> str:
+        return resolve_tracking_uri(self.tracking_uri, self.root)
+
+    def ensure_experiment(self) -> str:
+        """Create the schema and the experiment exactly once, whatever runs in parallel."""
+        import mlflow
+
+        lock_path = Path(self.root) / ".mlflow.lock"
+        with FileLock(str(lock_path), timeout=300):
+            client = mlflow.MlflowClient(self.uri())
+            exp = client.get_experiment_by_name(self.experiment)
+            if exp is not None:
+                return exp.experiment_id
+            artifacts = (Path(self.root) / "mlartifacts").resolve()
+            return client.create_experiment(self.experiment, artifact_location=artifacts.as_uri())
+
+    @contextlib.contextmanager
+    def step_run(self, asset: str, params: Params, dagster_run_id: str = "", partition: str = "",
+                 extra_tags: dict | None = None) -> Iterator[StepRun]:
+        import mlflow
+
+        exp_id = self.ensure_experiment()
+        client = mlflow.MlflowClient(self.uri())
+        tags = {
+            "dagster.run_id": dagster_run_id, "dagster.asset": asset, "dagster.partition": partition,
+            "mlflow.source.git.commit": git_commit(self.root), "git.commit": git_commit(self.root),
+            "params.hash": params.digest(), "profile": params.profile, **(extra_tags or {}),
+        }
+        name = f"{asset}[{partition}]" if partition else asset
+        run = client.create_run(exp_id, run_name=name, tags=tags)
+        run_id = run.info.run_id
+        handle = StepRun(client, run_id, f"{self.ui_url}/#/experiments/{exp_id}/runs/{run_id}")
+        status = "FAILED"
+        try:
+            handle.log_params(params.flat())
+            yield handle
+            status = "FINISHED"
+        finally:
+            client.set_terminated(run_id, status)
