@@ -115,14 +115,19 @@ class Rotary(nn.Module):
         freqs = theta ** -(torch.arange(0, rot_dim, 2)[: rot_dim // 2].float() / rot_dim)
         self.freqs = nn.Parameter(freqs, requires_grad=False)  # a parameter in the release's state dict
 
-    def forward(self, t: torch.Tensor) -> torch.Tensor:  # t (..., N, d)
-        n, rot = t.shape[-2], 2 * self.freqs.shape[0]
-        angles = torch.arange(n, device=t.device, dtype=self.freqs.dtype)[:, None] * self.freqs[None, :]
-        angles = angles.repeat_interleave(2, dim=-1).to(t.dtype)  # (N, rot)
+    def cos_sin(self, n: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, rot) cosines and sines; the same for every layer, so ``denoise`` computes them once."""
+        angles = torch.arange(n, device=device, dtype=self.freqs.dtype)[:, None] * self.freqs[None, :]
+        angles = angles.repeat_interleave(2, dim=-1)
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+    def forward(self, t: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        cos, sin = cos_sin if cos_sin is not None else self.cos_sin(t.shape[-2], t.device, t.dtype)
+        rot = cos.shape[-1]
         head, tail = t[..., :rot], t[..., rot:]
         pairs = head.unflatten(-1, (-1, 2))
         rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
-        return torch.cat((head * angles.cos() + rotated * angles.sin(), tail), dim=-1)
+        return torch.cat((head * cos + rotated * sin, tail), dim=-1)
 
 
 class RelPosBias(nn.Module):
@@ -158,12 +163,13 @@ class SelfAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.to_out = nn.Sequential(nn.Linear(heads * dim_head, dim, bias=False), LayerNorm(dim))
 
-    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor,
+                cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         b, n, _ = x.shape
         x = self.norm(x)
         q = self.to_q(x).view(b, n, self.heads, self.dim_head).transpose(1, 2)  # (B, H, N, d)
         k, v = self.to_kv(x).chunk(2, dim=-1)  # (B, N, d) each
-        q, k = self.rotary_emb(q), self.rotary_emb(k)
+        q, k = self.rotary_emb(q, cos_sin), self.rotary_emb(k, cos_sin)
         null_k, null_v = (t.to(x.dtype).expand(b, 1, self.dim_head) for t in self.null_kv.unbind(0))
         k, v = torch.cat((null_k, k), dim=1), torch.cat((null_v, v), dim=1)  # (B, N+1, d)
         root = math.sqrt(self.scale)
@@ -314,16 +320,24 @@ class CompoDiffDenoiser(nn.Module):
         return Context([layer[1].kv(context) for layer in self.transformer.layers], key_mask)
 
     # --- denoising ----------------------------------------------------------------
-    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, context: Context) -> torch.Tensor:
-        """x_t (B, D), t (B,) timesteps -> predicted x0 (B, D)."""
+    def time_token(self, t: torch.Tensor) -> torch.Tensor:
+        """(B,) timesteps -> (B, W) time tokens."""
+        return self.to_time_embeds(t.to(self.to_text_embeds[0].weight.dtype))
+
+    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, context: Context,
+                time_token: torch.Tensor | None = None) -> torch.Tensor:
+        """x_t (B, D), t (B,) timesteps -> predicted x0 (B, D). A sampler may pass the
+        precomputed ``time_token`` (B, W) of t: it depends on t alone."""
         _expect(x_t, (context.batch, self.config.embed_dim), "x_t")
         dtype = self.to_text_embeds[0].weight.dtype
-        time_token = self.to_time_embeds(t.to(dtype))  # (B, W)
-        x = torch.stack((x_t.to(dtype), time_token), dim=1)  # (B, 2, W)
+        if time_token is None:
+            time_token = self.time_token(t)
+        x = torch.stack((x_t.to(dtype), time_token.to(dtype)), dim=1)  # (B, 2, W)
         tr = self.transformer
         attn_bias = tr.rel_pos_bias(2, 3, x.device)  # two queries, null key + two keys
+        cos_sin = tr.layers[0][0].rotary_emb.cos_sin(2, x.device, dtype)
         for (self_attn, cross_attn, ff), (k, v) in zip(tr.layers, context.kv):
-            x = self_attn(x, attn_bias) + x
+            x = self_attn(x, attn_bias, cos_sin) + x
             x = cross_attn(x, k, v, context.key_mask) + x
             x = ff(x) + x
         return tr.project_out(tr.norm(x))[:, 0]  # token 0 predicts x0

@@ -103,7 +103,7 @@ class CompoDiffPipeline:
         zeros = torch.zeros(len(texts), self.denoiser.config.embed_dim)
         return self.compose(zeros, texts, **kwargs)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def compose_tokens(self, ref_image_embeds: torch.Tensor, text: TextConditions, null_text: TextConditions,
                        masks=None, w_image: float = 1.5, w_text: float = 7.5, steps: int = 10, seed: int = 0,
                        num_samples: int = 1, eta: float = 1.0, mix_reference: float = 0.0,

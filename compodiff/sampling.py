@@ -46,11 +46,12 @@ def guided_x0(denoiser: CompoDiffDenoiser, x_t: torch.Tensor, t: torch.Tensor, c
     b = x_t.shape[0]
     if context.batch != 3 * b:
         raise ValueError(f"guidance needs a context of 3 x {b} rows, got {context.batch}")
+    time_token = denoiser.time_token(t)  # identical in every branch: computed once
     if w_image == 1.0 and w_text == 1.0:
         cond_only = Context([(k[:b], v[:b]) for k, v in context.kv],
                             None if context.key_mask is None else context.key_mask[:b])
-        return denoiser.denoise(x_t, t, cond_only)
-    cond, n_txt, n_all = denoiser.denoise(x_t.repeat(3, 1), t.repeat(3), context).chunk(3)
+        return denoiser.denoise(x_t, t, cond_only, time_token)
+    cond, n_txt, n_all = denoiser.denoise(x_t.repeat(3, 1), t.repeat(3), context, time_token.repeat(3, 1)).chunk(3)
     return n_all + w_image * (n_txt - n_all) + w_text * (cond - n_txt)
 
 
