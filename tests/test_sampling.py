@@ -109,9 +109,9 @@ def test_eq4_combines_three_branches_with_identical_x_t_and_t():
     seen = []
     original = net.denoise
 
-    def spy(x_t, t, context):
+    def spy(x_t, t, context, time_token=None):
         seen.append((x_t.clone(), t.clone(), context.batch))
-        return original(x_t, t, context)
+        return original(x_t, t, context, time_token)
 
     net.denoise = spy
     ref, text, null = conditions()
