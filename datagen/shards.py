@@ -56,15 +56,16 @@ def read_shard(path: str | Path, columns: list[str] | None = None) -> pa.Table:
     if not path.is_file():
         raise ShardError(f"shard not found: {path}")
     try:
+        names = pq.read_schema(path).names
+    except (OSError, pa.ArrowInvalid) as err:
+        raise ShardError(f"shard {path} is corrupt or truncated ({err}); delete it and rerun its step") from None
+    missing = [c for c in columns or [] if c not in names]
+    if missing:
+        raise ShardError(f"shard {path} lacks column(s) {missing}")
+    try:
         table = pq.read_table(path, columns=columns)
     except (OSError, pa.ArrowInvalid) as err:
         raise ShardError(f"shard {path} is corrupt or truncated ({err}); delete it and rerun its step") from None
-    except KeyError as err:
-        raise ShardError(f"shard {path} lacks column {err}") from None
-    if columns:
-        missing = [c for c in columns if c not in table.column_names]
-        if missing:
-            raise ShardError(f"shard {path} lacks column(s) {missing}")
     return table
 
 

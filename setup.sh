@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Idempotent set-up of a fresh machine (Python 3.11+, PyPI reachable):
+#   .venv      the project (torch, open_clip, transformers, diffusers, spacy, faiss, dagster, mlflow, ...)
+#   .venv-dvc  DVC alone: dvc pins antlr4 4.9 through hydra, which breaks Dagster's string asset
+#              selections (antlr 4.13); each gets its own environment (shared/reference/mlops.md).
+# .venv/bin/dvc links to .venv-dvc's dvc, so one activated environment offers both commands.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+if ! command -v uv >/dev/null 2>&1; then
+  "$PY" -m pip install -q --disable-pip-version-check uv
+fi
+UV="$(command -v uv || echo "$PY -m uv")"
+[ -x .venv/bin/python ] || $UV venv -q .venv --python "$PY"
+VIRTUAL_ENV="$PWD/.venv" $UV pip install -q -e ".[test]"
+[ -x .venv-dvc/bin/python ] || $UV venv -q .venv-dvc --python "$PY"
+VIRTUAL_ENV="$PWD/.venv-dvc" $UV pip install -q "dvc>=3.50,<4"
+ln -sf "$PWD/.venv-dvc/bin/dvc" .venv/bin/dvc
+mkdir -p .dagster_home && touch .dagster_home/dagster.yaml
+echo "set-up done: $(.venv/bin/python -c 'import torch, dagster, mlflow; print("torch", torch.__version__, "| dagster", dagster.__version__, "| mlflow", mlflow.__version__)') | $(.venv/bin/dvc --version | sed 's/^/dvc /')"

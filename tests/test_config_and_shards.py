@@ -1,0 +1,101 @@
+"""params.yaml schema, profiles, atomic writes and packed shards."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from compodiff.atomic import atomic_path, write_json
+from compodiff.config import ConfigError, load_params
+from datagen.shards import ShardError, decode_png, read_shard
+from datagen.world.pairs import write_pairs_shard
+from orchestration.cli import main as cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_profile_loads_and_params_is_the_world_profile():
+    for path in (ROOT / "profiles").glob("*.yaml"):
+        load_params(path)
+    assert (ROOT / "params.yaml").read_text() == (ROOT / "profiles" / "world.yaml").read_text()
+
+
+def write_params(tmp_path, mutate):
+    data = yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())
+    mutate(data)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda d: d["world"].update(shardz=["a"]), "unknown key.*world.shardz"),
+    (lambda d: d["encoder"]["train"].pop("lr"), "missing key encoder.train.lr"),
+    (lambda d: d.pop("tracking"), "missing key tracking"),
+    (lambda d: d["world"].update(pairs_per_shard="many"), "world.pairs_per_shard must be an integer"),
+    (lambda d: d["world"].update(shards="s00"), "world.shards must be a list"),
+])
+def test_bad_params_name_the_key(tmp_path, mutate, message):
+    with pytest.raises(ConfigError, match=message):
+        load_params(write_params(tmp_path, mutate))
+
+
+def test_params_are_frozen():
+    p = load_params(ROOT / "profiles" / "tiny.yaml")
+    with pytest.raises(AttributeError):
+        p.world.image_size = 3  # type: ignore[misc]
+
+
+def test_profile_switch_is_one_command(tmp_path, monkeypatch):
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.setenv("COMPODIFF_ROOT", str(tmp_path))
+    assert cli(["profile", "tiny"]) == 0
+    assert load_params(tmp_path / "params.yaml").profile == "tiny"
+    assert cli(["profile", "nonexistent"]) == 2
+
+
+def test_atomic_write_leaves_nothing_when_killed(tmp_path):
+    target = tmp_path / "out.json"
+    write_json(target, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text().strip().startswith("{") and list(tmp_path.iterdir()) == [target]
+
+
+def test_shards_skip_when_complete_and_fail_clearly_when_corrupt(tmp_path):
+    w = load_params(ROOT / "profiles" / "tiny.yaml").world
+    path = tmp_path / "s00.parquet"
+    first = write_pairs_shard(w, 0, "s00", 20, path)
+    again = write_pairs_shard(w, 0, "s00", 20, path)
+    assert not first["skipped"] and again["skipped"]
+    table = read_shard(path, ["id", "caption", "image_png", "segmap_png"])
+    assert table.num_rows == 20
+    assert decode_png(table.column("image_png")[0].as_py()).shape == (32, 32, 3)
+    # a different seed is a different manifest: the shard is rewritten, not trusted
+    assert not write_pairs_shard(w, 1, "s00", 20, path)["skipped"]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ShardError, match=f"{path}.*corrupt or truncated"):
+        read_shard(path)
+    assert not write_pairs_shard(w, 1, "s00", 20, path)["skipped"]  # the rerun completes the work
+    with pytest.raises(ShardError, match="lacks column"):
+        read_shard(path, ["nope"])
+    with pytest.raises(ShardError, match="does not decode"):
+        decode_png(b"\x89PNG broken", "row 3")
+    with pytest.raises(ShardError, match="not found"):
+        read_shard(tmp_path / "absent.parquet")
+
+
+def test_shards_are_deterministic(tmp_path):
+    w = load_params(ROOT / "profiles" / "tiny.yaml").world
+    a = write_pairs_shard(w, 0, "s01", 10, tmp_path / "a.parquet")
+    b = write_pairs_shard(w, 0, "s01", 10, tmp_path / "b.parquet")
+    assert a == b
+    ta, tb = read_shard(tmp_path / "a.parquet"), read_shard(tmp_path / "b.parquet")
+    assert ta.column("caption").to_pylist() == tb.column("caption").to_pylist()
+    assert np.array_equal(decode_png(ta.column("image_png")[3].as_py()), decode_png(tb.column("image_png")[3].as_py()))
