@@ -73,12 +73,16 @@ def main() -> None:
         null = torch.randn(1, 77, 1280, device=args.device, dtype=dtype).expand(b, 77, 1280)
         mask = torch.zeros(b, 64, 64, device=args.device, dtype=dtype)
         with torch.no_grad():
-            ours_t, ours = timed(lambda: pipe.compose_tokens(ref, TextConditions(text, None),
-                                                             TextConditions(null, None), steps=args.steps,
-                                                             seed=0, batch_size=b), args.repeats, args.device)
+            def ours_fn(ref=ref, text=text, null=null, b=b):
+                return pipe.compose_tokens(ref, TextConditions(text, None), TextConditions(null, None),
+                                           steps=args.steps, seed=0, batch_size=b)
+
+            def reference_fn(ref=ref, text=text, null=null, mask=mask):
+                return naive_compose(net, schedule, ref, text, null, mask, 1.5, 7.5, args.steps, 0)
+
+            ours_t, ours = timed(ours_fn, args.repeats, args.device)
             ref_repeats = args.repeats if b == 1 else 1
-            naive_t, naive = timed(lambda: naive_compose(net, schedule, ref, text, null, mask, 1.5, 7.5,
-                                                         args.steps, 0), ref_repeats, args.device)
+            naive_t, naive = timed(reference_fn, ref_repeats, args.device)
         diff = (ours.float() - naive.float()).abs().max().item()
         results[f"batch{b}"] = {"ours_s": ours_t, "reference_s": naive_t, "speedup": naive_t / ours_t,
                                 "ours_queries_per_s": b / ours_t, "reference_queries_per_s": b / naive_t,

@@ -53,7 +53,8 @@ class Encoder:
     # --- images -----------------------------------------------------------------
     def pixels(self, images) -> torch.Tensor:
         """Preprocess a list of PIL images or uint8 HxWx3 arrays into a (B, 3, S, S) tensor."""
-        if isinstance(images, np.ndarray) and images.ndim == 4 and images.shape[1] == images.shape[2] == self.image_size:
+        size = self.image_size
+        if isinstance(images, np.ndarray) and images.ndim == 4 and images.shape[1] == images.shape[2] == size:
             # Fast path, identical to the transform for images already at the model size
             # (Resize and CenterCrop are then no-ops): scale, normalise.
             x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0

@@ -17,9 +17,6 @@ from pathlib import Path
 
 from compodiff.config import ConfigError, load_params
 
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
-
 
 def _root() -> Path:
     return Path(os.environ.get("COMPODIFF_ROOT") or os.getcwd()).resolve()
@@ -75,37 +72,16 @@ def cmd_lifecycle(args) -> int:
     import dagster as dg
 
     from orchestration import definitions as d
+    from orchestration.lifecycle import StepFailed, materialize_all
 
-    instance = dg.DagsterInstance.get()
-    graph = d.defs.resolve_asset_graph()
-    checks_of = {}
-    for chk in d.CHECKS:
-        for key in chk.check_keys:
-            checks_of.setdefault(key.asset_key, []).append(chk)
-    order = [a for key in graph.toposorted_asset_keys for a in d.ASSETS if key in a.keys]
-    only = set(args.select.split(",")) if args.select else None
     t_all = time.perf_counter()
-    for asset in order:
-        name = asset.key.to_user_string()
-        if only and name not in only:
-            continue
-        tags = {}
-        if asset.partitions_def is not None:
-            keys = asset.partitions_def.get_partition_keys()
-            tags = {RANGE_START: keys[0], RANGE_END: keys[-1]}
-        print(f"==> {name}" + (f" [{tags[RANGE_START]}..{tags[RANGE_END]}]" if tags else ""), flush=True)
-        t0 = time.perf_counter()
-        result = dg.materialize([asset, *checks_of.get(asset.key, [])], instance=instance,
-                                resources=d.resources(root), tags=tags, raise_on_error=False,
-                                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
-        if not result.success:
-            print(f"!! {name} failed; see the Dagster UI (run {result.run_id})", file=sys.stderr)
-            return 1
-        failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
-        if failed:
-            print(f"!! {name}: checks failed: {failed}", file=sys.stderr)
-            return 1
-        print(f"    done in {time.perf_counter() - t0:.1f}s (run {result.run_id})", flush=True)
+    try:
+        materialize_all(d.project, dg.DagsterInstance.get(),
+                        set(args.select.split(",")) if args.select else None,
+                        log=lambda m: print(m, flush=True), log_level="INFO" if args.verbose else "WARNING")
+    except StepFailed as err:
+        print(f"!! {err}", file=sys.stderr)
+        return 1
     print(f"\nLifecycle finished in {time.perf_counter() - t_all:.0f}s.")
     _print_headline(root)
     return 0
@@ -130,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("lifecycle", help="run the whole lifecycle through Dagster")
     p.add_argument("--select", help="comma-separated asset names (default: all)")
+    p.add_argument("--verbose", action="store_true", help="show every step's log lines")
     p.set_defaults(func=cmd_lifecycle)
     p = sub.add_parser("run", help="run one step (what DVC stages call)")
     p.add_argument("step")

@@ -52,9 +52,9 @@ class StepRun:
             self.client.log_batch(self.run_id, params=items[i:i + PARAM_BATCH])
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
-        from mlflow.entities import Metric
-
         import time
+
+        from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(k.replace("@", "_at_"), float(v), now, step or 0)
