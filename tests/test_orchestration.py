@@ -1,0 +1,142 @@
+"""Dagster, DVC and MLflow for real, on the tiny profile, in a temporary copy of the project."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import pytest
+
+from orchestration.definitions import build
+from orchestration.lifecycle import materialize_all
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC = ROOT / ".venv-dvc" / "bin" / "dvc"
+DAGSTER = ROOT / ".venv" / "bin" / "dagster"
+
+
+def copy_project(dest: Path) -> Path:
+    """The project's files (tracked or not ignored) on the tiny profile; .venv linked, not copied."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    for rel in listed:
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    (dest / ".venv").symlink_to(ROOT / ".venv")
+    shutil.copy(ROOT / "profiles" / "tiny.yaml", dest / "params.yaml")
+    return dest
+
+
+def env_for(root: Path, dagster_home: Path | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPODIFF_", "DAGSTER_"))}
+    env["COMPODIFF_ROOT"] = str(root)
+    env["DAGSTER_HOME"] = str(dagster_home or root / ".dagster_home")
+    (Path(env["DAGSTER_HOME"])).mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def run(cmd, cwd, env, timeout=600):
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, f"{cmd} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def materialized(tmp_path_factory):
+    root = copy_project(tmp_path_factory.mktemp("dagster_project"))
+    project = build(root)
+    results = materialize_all(project, dg.DagsterInstance.ephemeral(), log=lambda m: None)
+    return root, project, results
+
+
+def test_whole_asset_graph_materializes_with_checks_passing(materialized):
+    root, project, results = materialized
+    assert [r.success for r in results] == [True, True]
+    checks = [e for r in results for e in r.get_asset_check_evaluations()]
+    assert {c.check_name for c in checks} == {"world_pairs_valid", "encoder_recall_floor"}
+    assert all(c.passed for c in checks)
+    for shard in project.params.world.shards:
+        assert (root / "data" / "world_pairs" / f"{shard}.parquet").is_file()
+    metrics = json.loads((root / "metrics" / "encoder.json").read_text())
+    assert 0.0 <= metrics["t2i_R@10"] <= 1.0 and metrics["eval_pairs"] == 64
+    meta = results[1].asset_materializations_for_node("encoder")[0].metadata
+    assert "mlflow_run" in meta and "t2i_R@10" in meta
+
+
+def test_one_mlflow_run_per_asset_step_with_lineage_tags(materialized):
+    root, project, results = materialized
+    uri = f"sqlite:///{root}/mlflow.db"
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("compodiff").experiment_id])
+    by_asset = {r.data.tags["dagster.asset"]: r for r in runs}
+    assert set(by_asset) == {"world_pairs", "encoder"} and len(runs) == 2
+    enc = by_asset["encoder"]
+    assert enc.info.status == "FINISHED"
+    assert enc.data.tags["dagster.run_id"] == results[1].run_id
+    assert enc.data.tags["params.hash"] == project.params.digest()
+    assert re.fullmatch(r"[0-9a-f]{40}|unknown", enc.data.tags["git.commit"])
+    assert by_asset["world_pairs"].data.tags["dagster.partition"] == "s00,s01"
+    assert enc.data.params["encoder.train.steps"] == "4"
+    assert "t2i_R_at_10" in enc.data.metrics and "loss" in enc.data.metrics
+
+
+def test_a_missing_upstream_fails_clearly(tmp_path):
+    root = copy_project(tmp_path)
+    project = build(root)
+    with pytest.raises(Exception, match="encoder failed"):
+        materialize_all(project, dg.DagsterInstance.ephemeral(), select={"encoder"}, log=lambda m: None)
+
+
+def test_dagster_cli_string_selection_works(tmp_path):
+    """The trap of shared/reference/mlops.md: with DVC's antlr 4.9 this selection crashes."""
+    root = copy_project(tmp_path)
+    run([str(DAGSTER), "asset", "materialize", "-m", "orchestration.definitions", "--select", "world_pairs",
+         "--partition", "s01"], root, env_for(root))
+    assert (root / "data" / "world_pairs" / "s01.parquet").is_file()
+    assert not (root / "data" / "world_pairs" / "s00.parquet").exists()
+
+
+def dvc_project(tmp_path) -> tuple[Path, dict]:
+    assert DVC.is_file(), "DVC is installed by ./setup.sh into .venv-dvc"
+    root = copy_project(tmp_path)
+    env = env_for(root)
+    run(["git", "init", "-q"], root, env)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], root, env)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], root, env)
+    run([str(DVC), "init", "-q"], root, env)
+    return root, env
+
+
+def test_dvc_dag_is_the_dagster_asset_graph(tmp_path):
+    root, env = dvc_project(tmp_path)
+    dot = run([str(DVC), "dag", "--dot"], root, env)
+    strip = lambda s: s.strip().strip('"').split("@")[0]  # noqa: E731  world_pairs@s00 -> world_pairs
+    dvc_edges = {(strip(a), strip(b)) for a, b in re.findall(r'("?[\w@.\-/]+"?)\s*->\s*("?[\w@.\-/]+"?)', dot)}
+    dvc_nodes = {strip(n) for n in re.findall(r'^\s*("?[\w@.\-/]+"?)\s*;?\s*$', dot, re.M)} | \
+        {n for e in dvc_edges for n in e}
+    project = build(root)
+    graph = project.defs.resolve_asset_graph()
+    dagster_nodes = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    dagster_edges = {(p.to_user_string(), k.to_user_string())
+                     for k in graph.get_all_asset_keys() for p in graph.get(k).parent_keys}
+    assert dvc_nodes - {"digraph", "strict"} == dagster_nodes
+    assert dvc_edges == dagster_edges
+
+
+def test_dvc_repro_and_exp_run_with_a_param_override(tmp_path):
+    root, env = dvc_project(tmp_path)
+    run([str(DVC), "repro", "-q"], root, env)
+    first = json.loads((root / "metrics" / "encoder.json").read_text())
+    assert (root / "data" / "encoder" / "open_clip_model.safetensors").is_file()
+    assert "up to date" in run([str(DVC), "status"], root, env).lower()
+    run([str(DVC), "exp", "run", "-q", "-S", "encoder.train.steps=6"], root, env)
+    second = json.loads((root / "metrics" / "encoder.json").read_text())
+    assert first["steps"] == 4 and second["steps"] == 6
+    assert re.search(r'"steps":\s*6', run([str(DVC), "exp", "show", "--json"], root, env))
+    assert "encoder.train.steps" in run([str(DVC), "params", "diff", "HEAD"], root, env)
