@@ -16,5 +16,6 @@ VIRTUAL_ENV="$PWD/.venv" $UV pip install -q -e ".[test]"
 [ -x .venv-dvc/bin/python ] || $UV venv -q .venv-dvc --python "$PY"
 VIRTUAL_ENV="$PWD/.venv-dvc" $UV pip install -q "dvc>=3.50,<4"
 ln -sf "$PWD/.venv-dvc/bin/dvc" .venv/bin/dvc
-mkdir -p .dagster_home && touch .dagster_home/dagster.yaml
+mkdir -p .dagster_home
+[ -s .dagster_home/dagster.yaml ] || printf 'telemetry:\n  enabled: false\n' > .dagster_home/dagster.yaml
 echo "set-up done: $(.venv/bin/python -c 'import torch, dagster, mlflow; print("torch", torch.__version__, "| dagster", dagster.__version__, "| mlflow", mlflow.__version__)') | $(.venv/bin/dvc --version | sed 's/^/dvc /')"

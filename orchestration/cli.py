@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from compodiff.config import ConfigError, load_params
@@ -68,7 +69,9 @@ def cmd_lifecycle(args) -> int:
     os.environ.setdefault("COMPODIFF_ROOT", str(root))
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(root / ".dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").touch()
+    if not (home / "dagster.yaml").is_file() or not (home / "dagster.yaml").read_text().strip():
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    warnings.filterwarnings("ignore", message=".*is currently in beta.*")
     import dagster as dg
 
     from orchestration import definitions as d

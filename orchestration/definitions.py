@@ -21,6 +21,14 @@ from orchestration.resources import DeviceResource, ProjectResource, project_roo
 from orchestration.tracking import MLflowTracking
 
 
+def progress(context):
+    """Progress lines on stdout (the CLI and the UI's stdout pane) and in the Dagster event log."""
+    def log(message: str) -> None:
+        print(message, flush=True)
+        context.log.info(message)
+    return log
+
+
 def build(root: Path | None = None, params_file: str | None = None) -> SimpleNamespace:
     """Assets, checks, jobs and resources for the project at ``root`` (default: COMPODIFF_ROOT or cwd)."""
     root = Path(root or project_root()).resolve()
@@ -40,13 +48,8 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
                     tracking: MLflowTracking) -> dg.MaterializeResult:
         layout = project.layout()
         keys = list(context.partition_keys)
-        manifests = []
         with tracking.step_run("world_pairs", layout.params, context.run.run_id, ",".join(keys)) as run:
-            for shard in keys:
-                m = steps.world_pairs(layout, shard)
-                context.log.info(f"world_pairs[{shard}]: {m['count']} pairs in {m['seconds']:.1f}s "
-                                 f"({'kept' if m['skipped'] else 'written'})")
-                manifests.append(m)
+            manifests = steps.world_pairs_shards(layout, keys, log=progress(context))
             run.log_metrics({"pairs": sum(m["count"] for m in manifests),
                              "seconds": sum(m["seconds"] for m in manifests)})
         return dg.MaterializeResult(metadata={
@@ -87,7 +90,7 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
         layout = project.layout()
         device.resolve()
         with tracking.step_run("encoder", layout.params, context.run.run_id) as run:
-            metrics = steps.encoder(layout, log=context.log.info,
+            metrics = steps.encoder(layout, log=progress(context),
                                     on_metrics=lambda s, m: run.log_metrics(m, step=s))
             run.log_metrics(metrics)
             run.log_artifact(layout.encoder_metrics)

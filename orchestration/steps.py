@@ -3,8 +3,11 @@ stage (through the CLI) both call these, so the two orchestrators run one logic.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,29 @@ def world_pairs(layout: Layout, shard: str) -> dict:
     out = layout.world_pairs(shard)
     manifest = write_pairs_shard(w, layout.params.seed, shard, w.pairs_per_shard, out)
     return {**manifest, "path": str(out), "bytes": out.stat().st_size, "seconds": time.perf_counter() - t0}
+
+
+def world_pairs_shards(layout: Layout, shards: list[str], workers: int = 0, log: Log = print) -> list[dict]:
+    """Several shards, in parallel processes (one per core by default); each shard is atomic on its own."""
+    for shard in shards:
+        check_shard(layout, shard)
+    workers = workers or min(len(shards), os.cpu_count() or 1)
+    done: list[dict] = []
+
+    def report(m: dict) -> None:
+        done.append(m)
+        log(f"world_pairs: shard {m['shard']} {'kept' if m['skipped'] else 'written'} ({m['count']} pairs, "
+            f"{m['seconds']:.1f}s) [{len(done)}/{len(shards)}]")
+
+    if workers <= 1 or len(shards) == 1:
+        for shard in shards:
+            report(world_pairs(layout, shard))
+    else:
+        # spawn, not fork: the parent may hold torch's thread pools
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            for fut in as_completed([pool.submit(world_pairs, layout, s) for s in shards]):
+                report(fut.result())
+    return sorted(done, key=lambda m: m["shard"])
 
 
 def _load_pairs(paths: list[Path]) -> tuple[np.ndarray, list[str]]:

@@ -88,7 +88,7 @@ def train_clip(cfg: EncoderTrainConfig, images: np.ndarray, captions: list[str],
             clip.logit_scale.clamp_(0, math.log(100))
         loss_value = loss.item()
         if log is not None and (step % 25 == 0 or step == cfg.steps - 1):
-            log(step, {"loss": loss_value, "lr": lr_at(step), "logit_scale": float(clip.logit_scale.exp())})
+            log(step, {"loss": loss_value, "lr": lr_at(step), "logit_scale": clip.logit_scale.exp().item()})
     seconds = time.perf_counter() - start
     clip.eval()
     save_encoder(clip, mcfg, {**PREPROCESS, "size": image_size}, out_dir)

@@ -1,0 +1,57 @@
+"""Instruction phrasing families, declared in one place.
+
+TRAINING: every phrasing a training-data generator may write: the paper's 48
+keyword templates (Table 2) and the world's edit grammar (seed edits for the LLM).
+The world benchmark words its queries in a family disjoint from this one, and a
+test checks that no benchmark instruction matches a training phrasing (zero-shot).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from importlib import resources
+
+
+@lru_cache(maxsize=1)
+def keyword_templates() -> tuple[str, ...]:
+    """The 48 templates of Table 2 with ``${source}`` / ``${target}`` placeholders, in the paper's order."""
+    text = resources.files("datagen").joinpath("data/keyword_templates.txt").read_text()
+    templates = tuple(line for line in text.splitlines() if line and not line.startswith("#"))
+    if len(templates) != 48:
+        raise RuntimeError(f"expected the 48 templates of Table 2, found {len(templates)}")
+    return templates
+
+
+def fill_template(template: str, source: str, target: str) -> str:
+    return template.replace("${source}", source).replace("${target}", target)
+
+
+# The world's edit grammar, TRAINING family ({ref}: "the red star", {value}: the new word,
+# {object}: "a small blue circle at the top").
+TRAINING_EDIT_PHRASINGS: dict[str, tuple[str, ...]] = {
+    "colour": ("make {ref} {value}", "change the colour of {ref} to {value}", "paint {ref} {value}"),
+    "shape": ("turn {ref} into a {value}", "make {ref} a {value}", "change {ref} into a {value}"),
+    "add": ("add {object}", "put {object} in the picture", "include {object}"),
+    "remove": ("remove {ref}", "take away {ref}", "delete {ref}"),
+    "background": ("change the background to {value}", "make the background {value}",
+                   "use a {value} background"),
+    "texture": ("make the background {value}", "give the background a {value} pattern"),
+    "size": ("make {ref} {value}", "resize {ref} to {value}", "change the size of {ref} to {value}"),
+}
+
+
+def training_patterns() -> list[re.Pattern]:
+    """Regular expressions matching every TRAINING phrasing (placeholders as wildcards)."""
+    pats = []
+    for t in keyword_templates():
+        pats.append(re.escape(t).replace(r"\$\{source\}", ".+").replace(r"\$\{target\}", ".+"))
+    for templates in TRAINING_EDIT_PHRASINGS.values():
+        for t in templates:
+            pats.append(re.escape(t).replace(r"\{ref\}", ".+").replace(r"\{value\}", ".+")
+                        .replace(r"\{object\}", ".+"))
+    return [re.compile("^" + p + "$") for p in pats]
+
+
+def is_training_phrasing(text: str) -> bool:
+    return any(p.match(text.strip().lower()) for p in training_patterns())

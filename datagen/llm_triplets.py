@@ -1,0 +1,274 @@
+"""LLM-based caption triplets (paper 4.2): a causal LM fine-tuned with LoRA on seed edits.
+
+The IP2P format: prompt "<caption>\\n##\\n", completion "<instruction>\\n%%\\n<edited caption>\\nEND".
+The paper fine-tunes OPT-6.7B (``AutoModelForCausalLM.from_pretrained``) on IP2P's 452k triplets; the
+world profile pre-trains a small OPT on world captions (with a byte-level BPE tokenizer trained by the
+``tokenizers`` library), LoRA-fine-tunes it on edits written by the world's grammar, and saves base,
+adapter and tokenizer with ``save_pretrained`` so they load back through the path that loads OPT-6.7B.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import string
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SEP_EDIT, SEP_OUT, STOP = "\n##\n", "\n%%\n", "\nEND"
+
+
+def prompt_text(caption: str) -> str:
+    return caption + SEP_EDIT
+
+
+def completion_text(instruction: str, output: str) -> str:
+    return instruction + SEP_OUT + output + STOP
+
+
+# --- seed triplets ------------------------------------------------------------------
+@dataclass
+class SeedStats:
+    lines: int = 0
+    kept: int = 0
+    skipped: Counter = field(default_factory=Counter)
+
+
+def read_ip2p_jsonl(path: str | Path) -> tuple[list[dict], SeedStats]:
+    """IP2P's ``gpt-generated-prompts.jsonl``: {input | caption, edit, output}; bad lines are counted."""
+    stats, rows = SeedStats(), []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            stats.lines += 1
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                stats.skipped["not JSON"] += 1
+                continue
+            source = obj.get("input", obj.get("caption")) if isinstance(obj, dict) else None
+            if not all(isinstance(v, str) and v.strip() for v in (source, obj.get("edit"), obj.get("output"))):
+                stats.skipped["missing input/caption, edit or output"] += 1
+                continue
+            rows.append({"caption": source.strip(), "instruction": obj["edit"].strip(),
+                         "output": obj["output"].strip(), "line": n})
+            stats.kept += 1
+    return rows, stats
+
+
+# --- the world's small OPT ------------------------------------------------------------
+def train_tokenizer(texts: list[str], vocab_size: int, out_dir: str | Path):
+    """Byte-level BPE (OPT's tokenizer family) trained on ``texts``, saved as a transformers tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="</s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>")
+    fast.save_pretrained(str(out_dir))
+    return fast
+
+
+def _batches(rng: np.random.Generator, n: int, batch: int):
+    order = rng.permutation(n)
+    cursor = 0
+    while True:
+        if cursor + batch > n:
+            order, cursor = rng.permutation(n), 0
+        yield order[cursor:cursor + batch]
+        cursor += batch
+
+
+def _encode(tokenizer, prompts: list[str], completions: list[str] | None, max_len: int):
+    """Token ids with the prompt masked out of the loss (labels -100) when completions are given."""
+    ids, labels = [], []
+    for i, p in enumerate(prompts):
+        a = [tokenizer.bos_token_id] + tokenizer(p, add_special_tokens=False)["input_ids"]
+        b = [] if completions is None else tokenizer(completions[i], add_special_tokens=False)["input_ids"]
+        b = b + [tokenizer.eos_token_id]
+        seq = (a + b)[:max_len]
+        lab = ([-100] * len(a) + b)[:max_len] if completions is not None else seq[:]
+        ids.append(seq)
+        labels.append(lab)
+    width = max(len(s) for s in ids)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in ids])
+    attn = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in ids])
+    lab = torch.tensor([s + [-100] * (width - len(s)) for s in labels])
+    return input_ids, attn, lab
+
+
+def train_causal_lm(model, tokenizer, prompts: list[str], completions: list[str] | None, steps: int,
+                    batch_size: int, lr: float, seed: int, max_len: int = 128,
+                    log: Callable[[int, float], None] | None = None) -> float:
+    """Plain AdamW loop with linear warm-up and cosine decay; returns the final loss."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    batches = _batches(np.random.default_rng(seed), len(prompts), min(batch_size, len(prompts)))
+    model.train()
+    loss_value = float("nan")
+    for step in range(steps):
+        idx = next(batches)
+        ids, attn, labels = _encode(tokenizer, [prompts[i] for i in idx],
+                                    None if completions is None else [completions[i] for i in idx], max_len)
+        loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"language-model loss is {loss.item()} at step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        loss_value = loss.item()
+        if log is not None and (step % 50 == 0 or step == steps - 1):
+            log(step, loss_value)
+    del gen
+    model.eval()
+    return loss_value
+
+
+def build_world_lm(tokenizer, hidden: int, layers: int, heads: int, ffn: int, max_positions: int):
+    from transformers import OPTConfig, OPTForCausalLM
+
+    cfg = OPTConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, ffn_dim=ffn,
+                    num_attention_heads=heads, max_position_embeddings=max_positions, word_embed_proj_dim=hidden,
+                    pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                    eos_token_id=tokenizer.eos_token_id, dropout=0.0, attention_dropout=0.0)
+    return OPTForCausalLM(cfg)
+
+
+def add_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str]):
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                                            target_modules=list(target_modules), task_type="CAUSAL_LM"))
+
+
+def load_lm(base: str | Path, adapter: str | Path | None, tokenizer: str | Path | None = None,
+            local_files_only: bool = True):
+    """The same ``from_pretrained`` path for OPT-6.7B (hub id or local dir) and the world's OPT."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer or base), local_files_only=local_files_only)
+    tok.padding_side = "left"  # generation continues the prompt at the right edge
+    model = AutoModelForCausalLM.from_pretrained(str(base), local_files_only=local_files_only)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter), local_files_only=local_files_only)
+    return model.eval(), tok
+
+
+# --- sampling ---------------------------------------------------------------------------
+class FrequencyPenalty:
+    """OpenAI-style frequency penalty (IP2P used 0.1): logit -= penalty * count of the token so far."""
+
+    def __init__(self, penalty: float, prompt_length: int):
+        self.penalty, self.prompt_length = penalty, prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids[:, self.prompt_length:]
+        if self.penalty == 0 or generated.shape[1] == 0:
+            return scores
+        counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
+        return scores - self.penalty * counts
+
+
+@torch.no_grad()
+def generate(model, tokenizer, captions: list[str], temperature: float, top_p: float, frequency_penalty: float,
+             max_new_tokens: int, batch_size: int, seed: int) -> list[str]:
+    """Sampled completions (text after the prompt), cut at the stop sequence."""
+    from transformers import LogitsProcessorList
+
+    torch.manual_seed(seed)
+    out = []
+    for start in range(0, len(captions), batch_size):
+        chunk = captions[start:start + batch_size]
+        enc = tokenizer([tokenizer.bos_token + prompt_text(c) for c in chunk], return_tensors="pt", padding=True,
+                        add_special_tokens=False)
+        width = enc["input_ids"].shape[1]
+        seqs = model.generate(**enc, do_sample=True, temperature=temperature, top_p=top_p,
+                              max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=tokenizer.eos_token_id,
+                              logits_processor=LogitsProcessorList([FrequencyPenalty(frequency_penalty, width)]))
+        for s in seqs[:, width:]:
+            out.append(tokenizer.decode(s, skip_special_tokens=True))
+    return out
+
+
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", text.lower().translate(_PUNCT)).strip()
+
+
+def parse_completion(caption: str, completion: str) -> tuple[str, str] | str:
+    """(instruction, edited caption), or the reason it is rejected (IP2P's rules)."""
+    if STOP not in completion:
+        return "no stop sequence"
+    body = completion.split(STOP)[0]
+    parts = body.split(SEP_OUT)
+    if len(parts) != 2:
+        return "not exactly one instruction and one output"
+    instruction, output = (p.strip() for p in parts)
+    if not instruction or not output:
+        return "empty instruction or output"
+    if normalise(output) == normalise(caption):
+        return "output equals input"
+    return instruction, output
+
+
+def llm_triplets(model, tokenizer, ids: list[str], captions: list[str], sample_cfg: dict, seed: int,
+                 consistent: Callable[[str, str, str], tuple[bool, str]] | None = None) -> tuple[dict, dict]:
+    """Generate, parse, validate, deduplicate. Returns (rows, statistics with counted rejections)."""
+    t0 = time.perf_counter()
+    completions = generate(model, tokenizer, captions, seed=seed, **sample_cfg)
+    seconds = time.perf_counter() - t0
+    rows = {k: [] for k in ("id", "source_id", "reference", "instruction", "target", "method", "seed")}
+    rejected, seen, checked, good = Counter(), set(), 0, 0
+    for cid, cap, comp in zip(ids, captions, completions):
+        parsed = parse_completion(cap, comp)
+        if isinstance(parsed, str):
+            rejected[parsed] += 1
+            continue
+        instruction, output = parsed
+        key = (normalise(cap), normalise(instruction), normalise(output))
+        if key in seen:
+            rejected["duplicate"] += 1
+            continue
+        seen.add(key)
+        if consistent is not None:
+            checked += 1
+            ok, _ = consistent(cap, instruction, output)
+            good += ok
+        rows["id"].append(f"{cid}:llm")
+        rows["source_id"].append(cid)
+        rows["reference"].append(cap)
+        rows["instruction"].append(instruction)
+        rows["target"].append(output)
+        rows["method"].append("llm")
+        rows["seed"].append(seed)
+    stats = {"prompts": len(captions), "kept": len(rows["id"]), "rejected": dict(rejected),
+             "generation_seconds": seconds, "triplets_per_second": len(captions) / max(seconds, 1e-9)}
+    if consistent is not None:
+        stats["consistency_checked"] = checked
+        stats["consistent_fraction"] = good / checked if checked else 0.0
+        stats["parse_and_consistent_fraction"] = good / max(1, len(captions))
+    return rows, stats

@@ -1,0 +1,49 @@
+"""MLflow tracking: the SQLite schema survives parallel first use (mlops.md: 4 failures in 4 trials
+without a guard), and a step run records its params, metrics and lineage tags."""
+
+import multiprocessing as mp
+from pathlib import Path
+
+import mlflow
+
+from compodiff.config import load_params
+from orchestration.tracking import MLflowTracking, resolve_tracking_uri
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _first_use(root: str, queue) -> None:
+    try:
+        tracking = MLflowTracking(tracking_uri="sqlite:///mlflow.db", experiment="compodiff", root=root)
+        with tracking.step_run("world_pairs", load_params(ROOT / "profiles" / "tiny.yaml"), partition="s00") as r:
+            r.log_metrics({"pairs": 1})
+        queue.put(tracking.ensure_experiment())
+    except Exception as err:  # noqa: BLE001 - reported to the parent
+        queue.put(f"error: {err!r}")
+
+
+def test_parallel_first_use_creates_one_schema_and_one_experiment(tmp_path):
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_first_use, args=(str(tmp_path), queue)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(180)
+    ids = [queue.get(timeout=5) for _ in procs]
+    assert len(set(ids)) == 1 and not str(ids[0]).startswith("error"), ids
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([ids[0]])
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_failed_step_is_marked_failed(tmp_path):
+    tracking = MLflowTracking(tracking_uri="sqlite:///mlflow.db", root=str(tmp_path))
+    try:
+        with tracking.step_run("encoder", load_params(ROOT / "profiles" / "tiny.yaml")):
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    client = mlflow.MlflowClient(resolve_tracking_uri("sqlite:///mlflow.db", tmp_path))
+    (run,) = client.search_runs([tracking.ensure_experiment()])
+    assert run.info.status == "FAILED" and run.data.tags["dagster.asset"] == "encoder"
