@@ -65,6 +65,72 @@ class EncoderConfig:
 
 
 @dataclass(frozen=True)
+class KeywordConfig:
+    """Keyword-based caption triplets (paper 4.1)."""
+
+    spacy: str  # "world" (the lexicon pipeline), or a spaCy package name / path (en_core_web_sm)
+    min_count: int  # frequency filter of object terms
+    window: tuple[float, float]  # CLIP text similarity window of replacements (paper: [0.5, 0.7])
+    both_directions: bool
+    validate_with_world: bool  # world profile: drop target captions the world cannot render
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """The world's small OPT: tokenizer + pre-training on world captions."""
+
+    vocab_size: int
+    hidden: int
+    layers: int
+    heads: int
+    ffn: int
+    max_positions: int
+    steps: int
+    batch_size: int
+    lr: float
+    pretrain_captions: int
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    r: int
+    alpha: int
+    dropout: float
+    target_modules: tuple[str, ...]
+    steps: int
+    batch_size: int
+    lr: float
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    temperature: float
+    top_p: float
+    frequency_penalty: float
+    max_new_tokens: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """LLM-based caption triplets (paper 4.2)."""
+
+    base_model: str | None  # hub id or local dir (paper: facebook/opt-6.7b); None: train the world's OPT
+    seed_triplets: str | None  # IP2P gpt-generated-prompts.jsonl; None: the world's edit grammar
+    seed_count: int  # world: how many seed edits the grammar writes
+    prompts: int  # captions sent to the fine-tuned model
+    lm: LMConfig | None
+    lora: LoraConfig
+    sample: SampleConfig
+
+
+@dataclass(frozen=True)
+class CaptionTripletsConfig:
+    keyword: KeywordConfig
+    llm: LLMConfig
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     tracking_uri: str  # MLflow; relative sqlite paths resolve against the project root
     experiment: str
@@ -78,6 +144,7 @@ class Params:
     metrics_dir: str
     world: WorldConfig
     encoder: EncoderConfig
+    caption_triplets: CaptionTripletsConfig
     tracking: TrackingConfig
 
     def flat(self) -> dict:

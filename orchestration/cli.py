@@ -18,6 +18,10 @@ from pathlib import Path
 
 from compodiff.config import ConfigError, load_params
 
+SHARDED = {"world_pairs", "keyword_triplets"}
+SIMPLE = {"caption_pool": "caption_pool", "llm_adapter": "llm_adapter", "llm_triplets": "llm_triplets_step",
+          "caption_triplets": "caption_triplets"}
+
 
 def _root() -> Path:
     return Path(os.environ.get("COMPODIFF_ROOT") or os.getcwd()).resolve()
@@ -38,7 +42,7 @@ def cmd_profile(args) -> int:
 
 def cmd_run(args) -> int:
     """One step, without Dagster: what `dvc repro` runs. Still tracked in MLflow."""
-    from orchestration import steps
+    from orchestration import steps, triplet_steps
     from orchestration.layout import Layout
     from orchestration.tracking import MLflowTracking
 
@@ -49,14 +53,19 @@ def cmd_run(args) -> int:
                               root=str(root))
     partition = args.shard or ""
     with tracking.step_run(args.step, params, partition=partition, extra_tags={"orchestrator": "dvc"}) as run:
+        if args.step in SHARDED and not args.shard:
+            raise ConfigError(f"{args.step} needs --shard")
         if args.step == "world_pairs":
-            if not args.shard:
-                raise ConfigError("world_pairs needs --shard")
             result = steps.world_pairs(layout, args.shard)
         elif args.step == "encoder":
             result = steps.encoder(layout, on_metrics=lambda s, m: run.log_metrics(m, step=s))
+        elif args.step == "keyword_triplets":
+            result = triplet_steps.keyword_triplets_shard(layout, args.shard)
+        elif args.step in SIMPLE:
+            result = getattr(triplet_steps, SIMPLE[args.step])(layout)
         else:
-            raise ConfigError(f"unknown step {args.step!r}")
+            raise ConfigError(f"unknown step {args.step!r}; steps: world_pairs, encoder, keyword_triplets, "
+                              + ", ".join(SIMPLE))
         run.log_metrics(result)
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, default=str))
     return 0

@@ -16,7 +16,7 @@ import dagster as dg
 
 from compodiff.config import load_params
 from datagen.shards import decode_png, read_shard
-from orchestration import steps
+from orchestration import steps, triplet_steps
 from orchestration.resources import DeviceResource, ProjectResource, project_root
 from orchestration.tracking import MLflowTracking
 
@@ -27,6 +27,28 @@ def progress(context):
         print(message, flush=True)
         context.log.info(message)
     return log
+
+
+def _numbers(d: dict) -> dict:
+    return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def step_asset(name: str, deps: list, fn, group: str, description: str, pool: str | None = None,
+               artifact=None) -> dg.AssetsDefinition:
+    """An unpartitioned asset that runs one step function inside its MLflow step run."""
+
+    @dg.asset(name=name, deps=deps, group_name=group, description=description, pool=pool)
+    def _asset(context: dg.AssetExecutionContext, project: ProjectResource,
+               tracking: MLflowTracking) -> dg.MaterializeResult:
+        layout = project.layout()
+        with tracking.step_run(name, layout.params, context.run.run_id) as run:
+            result = fn(layout, log=progress(context))
+            run.log_metrics(result)
+            if artifact is not None and artifact(layout).exists():
+                run.log_artifact(artifact(layout))
+        return dg.MaterializeResult(metadata={**_numbers(result), "mlflow_run": dg.MetadataValue.url(run.url)})
+
+    return _asset
 
 
 def build(root: Path | None = None, params_file: str | None = None) -> SimpleNamespace:
@@ -112,9 +134,56 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
 
 
 
-    assets = [world_pairs, encoder]
-    checks = [world_pairs_valid, encoder_recall_floor]
-    jobs = [dg.define_asset_job("world", selection=dg.AssetSelection.groups("world"))]
+    caption_pool = step_asset("caption_pool", [world_pairs], triplet_steps.caption_pool, "caption_triplets",
+                              "Captions of every world pair and their object terms (spaCy nouns).")
+
+    @dg.asset(
+        partitions_def=shards,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=[caption_pool, encoder],
+        group_name="caption_triplets",
+        description="Keyword-based caption triplets (paper 4.1), one table per shard, both directions.",
+        kinds={"parquet"},
+    )
+    def keyword_triplets(context: dg.AssetExecutionContext, project: ProjectResource,
+                         tracking: MLflowTracking) -> dg.MaterializeResult:
+        layout = project.layout()
+        keys = list(context.partition_keys)
+        with tracking.step_run("keyword_triplets", layout.params, context.run.run_id, ",".join(keys)) as run:
+            manifests = [triplet_steps.keyword_triplets_shard(layout, k, log=progress(context)) for k in keys]
+            total = {"triplets": sum(m["triplets"] for m in manifests),
+                     "captions": sum(m["captions"] for m in manifests),
+                     "seconds": sum(m["seconds"] for m in manifests)}
+            run.log_metrics(total)
+        return dg.MaterializeResult(metadata={**total, "shards": keys, "mlflow_run": dg.MetadataValue.url(run.url)})
+
+    llm_adapter = step_asset("llm_adapter", [caption_pool], triplet_steps.llm_adapter, "caption_triplets",
+                             "A causal LM LoRA-fine-tuned on seed edits in the IP2P format (paper 4.2).",
+                             pool="gpu", artifact=lambda lay: lay.llm_dir / "manifest.json")
+    llm_triplets = step_asset("llm_triplets", [llm_adapter, caption_pool], triplet_steps.llm_triplets_step,
+                              "caption_triplets", "Caption triplets sampled from the fine-tuned LM, parsed, "
+                              "validated and deduplicated.", pool="gpu")
+    caption_triplets = step_asset("caption_triplets", [keyword_triplets, llm_triplets, encoder],
+                                  triplet_steps.caption_triplets, "caption_triplets",
+                                  "All caption triplets, merged and deduplicated, with statistics (Fig. 7).",
+                                  artifact=lambda lay: lay.caption_triplets_metrics)
+
+    @dg.asset_check(asset=caption_triplets, blocking=True,
+                    description="Keyword triplets all valid; LLM triplets parse and follow their instruction.")
+    def caption_triplets_quality(project: ProjectResource) -> dg.AssetCheckResult:
+        layout = project.layout()
+        m = json.loads(layout.caption_triplets_metrics.read_text())
+        kw, consistent = m["keyword_valid_fraction"], m["llm"].get("consistent_fraction")
+        tiny = layout.params.profile == "tiny"
+        passed = m["triplets"] > 0 and (kw is None or kw == 1.0) and (tiny or consistent is None or consistent >= 0.95)
+        return dg.AssetCheckResult(passed=passed, metadata={"keyword_valid_fraction": kw,
+                                                           "llm_consistent_fraction": consistent,
+                                                           "triplets": m["triplets"]})
+
+    assets = [world_pairs, encoder, caption_pool, keyword_triplets, llm_adapter, llm_triplets, caption_triplets]
+    checks = [world_pairs_valid, encoder_recall_floor, caption_triplets_quality]
+    jobs = [dg.define_asset_job("world", selection=dg.AssetSelection.groups("world")),
+            dg.define_asset_job("datagen", selection=dg.AssetSelection.groups("world", "caption_triplets"))]
     resources = {
         "project": ProjectResource(root=str(root), params_file=params_file),
         "tracking": MLflowTracking(tracking_uri=params.tracking.tracking_uri,

@@ -35,3 +35,27 @@ class Layout:
     @property
     def encoder_metrics(self) -> Path:
         return self.metrics / "encoder.json"
+
+    # --- caption triplets (paper 4.1-4.2) ---
+    @property
+    def caption_pool(self) -> Path:
+        return self.data / "caption_pool"
+
+    def keyword_triplets(self, shard: str) -> Path:
+        return self.data / "keyword_triplets" / f"{shard}.parquet"
+
+    @property
+    def llm_dir(self) -> Path:
+        return self.data / "llm"
+
+    @property
+    def llm_triplets(self) -> Path:
+        return self.data / "llm_triplets.parquet"
+
+    @property
+    def caption_triplets(self) -> Path:
+        return self.data / "caption_triplets.parquet"
+
+    @property
+    def caption_triplets_metrics(self) -> Path:
+        return self.metrics / "caption_triplets.json"

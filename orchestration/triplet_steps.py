@@ -1,0 +1,256 @@
+"""The caption-triplet steps (paper 4.1-4.2): caption_pool, keyword_triplets, llm_adapter,
+llm_triplets, caption_triplets. Plain functions called by the Dagster assets and the CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import spacy
+
+from compodiff.atomic import atomic_dir, write_json
+from compodiff.config import ConfigError
+from compodiff.encoders import load_encoder
+from datagen import llm_triplets as llm
+from datagen.keyword_triplets import build_neighbours, keyword_triplets, object_terms
+from datagen.llm_triplets import normalise
+from datagen.shards import read_manifest, read_shard, write_shard
+from datagen.world import edits
+from datagen.world.captions import CaptionParseError, parse_caption
+from datagen.world.nlp import build_world_nlp
+from orchestration.layout import Layout
+from orchestration.steps import Log, check_shard
+
+
+def load_nlp(name: str):
+    """"world" builds the lexicon pipeline; anything else goes to spacy.load (en_core_web_sm, a path)."""
+    if name == "world":
+        return build_world_nlp()
+    try:
+        return spacy.load(name)
+    except OSError as err:
+        raise ConfigError(f"spaCy pipeline {name!r} is not installed or not a path: {err}") from None
+
+
+def _require(paths: list[Path], step: str) -> None:
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"{step} needs its upstream outputs first; missing: {missing}")
+
+
+def caption_pool(layout: Layout, log: Log = print) -> dict:
+    p = layout.params
+    shards = [layout.world_pairs(s) for s in p.world.shards]
+    _require(shards, "caption_pool")
+    ids, captions, shard_of = [], [], []
+    for s, path in zip(p.world.shards, shards):
+        t = read_shard(path, ["id", "caption"])
+        ids += t.column("id").to_pylist()
+        captions += t.column("caption").to_pylist()
+        shard_of += [s] * t.num_rows
+    t0 = time.perf_counter()
+    nlp = load_nlp(p.caption_triplets.keyword.spacy)
+    terms = object_terms(nlp.pipe(captions, batch_size=2000), p.caption_triplets.keyword.min_count)
+    with atomic_dir(layout.caption_pool) as tmp:
+        write_shard(tmp / "captions.parquet", {"id": ids, "caption": captions, "shard": shard_of},
+                    {"kind": "caption_pool", "count": len(ids)})
+        write_json(tmp / "terms.json", dict(terms.most_common()))
+    log(f"caption_pool: {len(ids)} captions, {len(terms)} object terms ({time.perf_counter() - t0:.1f}s)")
+    return {"captions": len(ids), "object_terms": len(terms)}
+
+
+def _pool(layout: Layout):
+    _require([layout.caption_pool / "captions.parquet"], "this step")
+    t = read_shard(layout.caption_pool / "captions.parquet", ["id", "caption", "shard"])
+    terms = json.loads((layout.caption_pool / "terms.json").read_text())
+    return t.column("id").to_pylist(), t.column("caption").to_pylist(), t.column("shard").to_pylist(), terms
+
+
+def _world_renderable(caption: str) -> bool:
+    try:
+        parse_caption(caption)
+        return True
+    except CaptionParseError:
+        return False
+
+
+def keyword_triplets_shard(layout: Layout, shard: str, log: Log = print) -> dict:
+    check_shard(layout, shard)
+    p = layout.params
+    k = p.caption_triplets.keyword
+    _require([layout.encoder_dir], "keyword_triplets")
+    ids, captions, shards, terms = _pool(layout)
+    mine = [(i, c) for i, c, s in zip(ids, captions, shards) if s == shard]
+    enc = load_encoder(p.encoder.model, p.encoder.pretrained, root=layout.root)
+    t0 = time.perf_counter()
+    neighbours = build_neighbours(sorted(terms), lambda ts: enc.encode_text(ts).numpy(), *k.window)
+    validate = _world_renderable if k.validate_with_world else None
+    rows, stats = keyword_triplets([i for i, _ in mine], [c for _, c in mine], load_nlp(k.spacy), neighbours,
+                                   seed=p.seed + p.world.shards.index(shard), validate=validate,
+                                   both_directions=k.both_directions)
+    seconds = time.perf_counter() - t0
+    manifest = {"kind": "keyword_triplets", "shard": shard, **stats.to_dict(), "seconds": seconds,
+                "terms_with_candidates": sum(bool(v) for v in neighbours.values()), "window": list(k.window)}
+    write_shard(layout.keyword_triplets(shard), rows, manifest)
+    log(f"keyword_triplets[{shard}]: {stats.triplets} triplets from {stats.captions} captions "
+        f"({len(mine) / max(seconds, 1e-9):.0f} captions/s); skipped {dict(stats.skipped)}")
+    return manifest
+
+
+def _world_seed_edits(captions: list[str], count: int, seed: int) -> list[tuple[str, str, str]]:
+    rng = np.random.default_rng([seed, 4242])
+    rows = []
+    for c in captions:
+        if len(rows) >= count:
+            break
+        spec = parse_caption(c)
+        e = edits.sample_edit(spec, rng)
+        if e is not None:
+            rows.append((c, edits.instruction(spec, e, rng), edits.caption_of(edits.apply_edit(spec, e),
+                                                                              edits.phrasing_of(c))))
+    return rows
+
+
+def llm_adapter(layout: Layout, log: Log = print) -> dict:
+    """Fine-tune the causal LM with LoRA on the seed triplets; save base, adapter and tokenizer."""
+    p = layout.params
+    cfg = p.caption_triplets.llm
+    ids, captions, _, _ = _pool(layout)
+    order = np.random.default_rng([p.seed, 17]).permutation(len(captions))
+    if cfg.seed_triplets:
+        seeds_raw, seed_stats = llm.read_ip2p_jsonl(cfg.seed_triplets)
+        seeds = [(r["caption"], r["instruction"], r["output"]) for r in seeds_raw]
+        skipped = dict(seed_stats.skipped)
+    else:
+        seeds = _world_seed_edits([captions[i] for i in order], cfg.seed_count, p.seed)
+        skipped = {}
+    if not seeds:
+        raise ValueError("no seed triplets to fine-tune on")
+    t0 = time.perf_counter()
+    metrics: dict = {"seed_triplets": len(seeds), "seed_skipped": skipped}
+    with atomic_dir(layout.llm_dir) as tmp:
+        if cfg.base_model is None:
+            if cfg.lm is None:
+                raise ConfigError("caption_triplets.llm: base_model is null, so lm (the world's OPT) must be set")
+            corpus = [captions[i] for i in order[:cfg.lm.pretrain_captions]]
+            tok = llm.train_tokenizer(corpus + [s[1] for s in seeds] + [llm.SEP_EDIT, llm.SEP_OUT, llm.STOP],
+                                      cfg.lm.vocab_size, tmp / "tokenizer")
+            base = llm.build_world_lm(tok, cfg.lm.hidden, cfg.lm.layers, cfg.lm.heads, cfg.lm.ffn,
+                                      cfg.lm.max_positions)
+            metrics["pretrain_loss"] = llm.train_causal_lm(
+                base, tok, corpus, None, cfg.lm.steps, cfg.lm.batch_size, cfg.lm.lr, p.seed,
+                log=lambda s, v: log(f"llm_adapter: pre-training step {s + 1}/{cfg.lm.steps} loss {v:.3f}"))
+            base.save_pretrained(str(tmp / "base"))
+            base_path, tok_path = tmp / "base", tmp / "tokenizer"
+        else:
+            base_path, tok_path = cfg.base_model, cfg.base_model
+        model, tok = llm.load_lm(base_path, None, tok_path, local_files_only=Path(str(base_path)).exists())
+        tok.padding_side = "right"
+        model = llm.add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, list(cfg.lora.target_modules))
+        metrics["lora_loss"] = llm.train_causal_lm(
+            model, tok, [llm.prompt_text(s[0]) for s in seeds], [llm.completion_text(s[1], s[2]) for s in seeds],
+            cfg.lora.steps, cfg.lora.batch_size, cfg.lora.lr, p.seed,
+            log=lambda s, v: log(f"llm_adapter: LoRA step {s + 1}/{cfg.lora.steps} loss {v:.3f}"))
+        model.save_pretrained(str(tmp / "adapter"))
+        write_shard(tmp / "seed_triplets.parquet", {"reference": [s[0] for s in seeds],
+                                                    "instruction": [s[1] for s in seeds],
+                                                    "target": [s[2] for s in seeds]}, {"kind": "seed_triplets"})
+        metrics["seconds"] = time.perf_counter() - t0
+        write_json(tmp / "manifest.json", {**metrics, "base_model": cfg.base_model or "world-opt"})
+    log(f"llm_adapter: LoRA loss {metrics['lora_loss']:.3f} on {len(seeds)} seed triplets")
+    return metrics
+
+
+def llm_triplets_step(layout: Layout, log: Log = print) -> dict:
+    p = layout.params
+    cfg = p.caption_triplets.llm
+    _require([layout.llm_dir / "adapter"], "llm_triplets")
+    ids, captions, _, _ = _pool(layout)
+    seeds = set(read_shard(layout.llm_dir / "seed_triplets.parquet", ["reference"]).column("reference").to_pylist())
+    order = np.random.default_rng([p.seed, 23]).permutation(len(captions))
+    picked = [i for i in order if captions[i] not in seeds][:cfg.prompts]
+    base = layout.llm_dir / "base" if cfg.base_model is None else cfg.base_model
+    tok_path = layout.llm_dir / "tokenizer" if cfg.base_model is None else cfg.base_model
+    model, tok = llm.load_lm(base, layout.llm_dir / "adapter", tok_path)
+    s = cfg.sample
+    rows, stats = llm.llm_triplets(model, tok, [ids[i] for i in picked], [captions[i] for i in picked],
+                                   dict(temperature=s.temperature, top_p=s.top_p,
+                                        frequency_penalty=s.frequency_penalty, max_new_tokens=s.max_new_tokens,
+                                        batch_size=s.batch_size), p.seed,
+                                   consistent=edits.consistent if cfg.seed_triplets is None else None)
+    write_shard(layout.llm_triplets, rows, {"kind": "llm_triplets", **stats})
+    log(f"llm_triplets: kept {stats['kept']}/{stats['prompts']} "
+        + (f"(consistent {stats.get('consistent_fraction', 0):.3f}) " if "consistent_fraction" in stats else "")
+        + f"rejected {stats['rejected']}")
+    return stats
+
+
+def caption_triplets(layout: Layout, log: Log = print) -> dict:
+    """Merge, deduplicate, and describe (counts per method, keywords, templates, token lengths)."""
+    p = layout.params
+    parts = [layout.keyword_triplets(s) for s in p.world.shards] + [layout.llm_triplets]
+    _require(parts, "caption_triplets")
+    cols = ("id", "source_id", "reference", "instruction", "target", "method")
+    merged: dict[str, list] = {c: [] for c in (*cols, "source_keyword", "target_keyword", "template_id")}
+    seen, duplicates = set(), 0
+    for path in parts:
+        t = read_shard(path).to_pydict()
+        n = len(t["id"])
+        for i in range(n):
+            key = (normalise(t["reference"][i]), normalise(t["instruction"][i]), normalise(t["target"][i]))
+            if key in seen:
+                duplicates += 1
+                continue
+            seen.add(key)
+            for c in cols:
+                merged[c].append(t[c][i])
+            merged["source_keyword"].append(t.get("source_keyword", [None] * n)[i])
+            merged["target_keyword"].append(t.get("target_keyword", [None] * n)[i])
+            merged["template_id"].append(t.get("template_id", [-1] * n)[i])
+    enc = load_encoder(p.encoder.model, p.encoder.pretrained, root=layout.root)
+    token_lengths = [int(x) for x in (enc.tokenize(merged["instruction"]) > 0).sum(dim=1) - 2] \
+        if merged["instruction"] else []
+    hist = Counter(min(n, 40) for n in token_lengths)  # Fig. 7 buckets, "40+" as 40
+    kw = [i for i, m in enumerate(merged["method"]) if m == "keyword"]
+    valid_kw = None
+    if p.caption_triplets.keyword.validate_with_world:
+        valid_kw = sum(_keyword_swap_is_exact(merged, i) for i in kw)
+    llm_stats = read_manifest(layout.llm_triplets) or {}
+    metrics = {
+        "triplets": len(merged["id"]), "duplicates_removed": duplicates,
+        "per_method": dict(Counter(merged["method"])),
+        "unique_keywords": len({k for k in merged["source_keyword"] + merged["target_keyword"] if k}),
+        "template_histogram": {str(k): v for k, v in sorted(Counter(merged["template_id"][i] for i in kw).items())},
+        "instruction_token_histogram": {str(k): v for k, v in sorted(hist.items())},
+        "keyword_valid_fraction": None if valid_kw is None else valid_kw / max(1, len(kw)),
+        "llm": llm_stats,
+        "keyword_skipped": _sum_skips(layout),
+    }
+    write_shard(layout.caption_triplets, merged, {"kind": "caption_triplets", "count": len(merged["id"])})
+    write_json(layout.caption_triplets_metrics, metrics)
+    log(f"caption_triplets: {metrics['triplets']} triplets {metrics['per_method']}, "
+        f"{metrics['unique_keywords']} keywords, {duplicates} duplicates removed")
+    return metrics
+
+
+def _keyword_swap_is_exact(rows: dict, i: int) -> bool:
+    """World ground truth: the target renders, and is the reference with exactly the keyword swapped."""
+    ref, tgt = rows["reference"][i], rows["target"][i]
+    a, b = rows["source_keyword"][i], rows["target_keyword"][i]
+    if not _world_renderable(tgt) or a == b:
+        return False
+    ref_words, tgt_words = ref.split(), tgt.split()
+    diff = [(x, y) for x, y in zip(ref_words, tgt_words) if x != y]
+    if len(ref_words) != len(tgt_words) or len(diff) != 1:
+        return False
+    return (diff[0][0].strip(",."), diff[0][1].strip(",.")) == (a, b)
+
+
+def _sum_skips(layout: Layout) -> dict:
+    total: Counter = Counter()
+    for s in layout.params.world.shards:
+        total.update((read_manifest(layout.keyword_triplets(s)) or {}).get("skipped", {}))
+    return dict(total)

@@ -1,0 +1,140 @@
+"""Caption triplets: templates, FAISS window, keyword replacement, edit grammar, LLM plumbing."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from datagen import llm_triplets as L
+from datagen.instructions import fill_template, is_training_phrasing, keyword_templates
+from datagen.keyword_triplets import keyword_triplets, object_terms, similarity_window
+from datagen.world import edits as E
+from datagen.world.captions import caption, parse_caption
+from datagen.world.nlp import build_world_nlp
+from datagen.world.scene import sample_scene
+
+
+def test_the_48_templates_of_table_2():
+    t = keyword_templates()
+    assert len(t) == 48
+    assert t[0] == "replace ${source} with ${target}" and t[-1] == "${target} is the updated version"
+    assert t.count("replace ${source} with ${target}") == 2  # printed twice in the paper
+    assert fill_template(t[14], "star", "heart") == "turn star into heart"
+
+
+def test_similarity_window_equals_brute_force():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 16)).astype(np.float32)
+    got = similarity_window(x, 0.2, 0.6)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sim = xn @ xn.T
+    for i in range(len(x)):
+        want = {j for j in range(len(x)) if j != i and 0.2 <= sim[i, j] <= 0.6}
+        assert {j for j, _ in got[i]} == want
+        assert all(abs(s - sim[i, j]) < 1e-5 for j, s in got[i])
+
+
+def test_object_terms_are_frequent_nouns():
+    nlp = build_world_nlp()
+    docs = nlp.pipe(["a red star on a navy background", "a blue star on a teal background", "a red heart"])
+    terms = object_terms(docs, min_count=2)
+    assert set(terms) == {"star", "background"} and terms["star"] == 2
+
+
+NEIGHBOURS = {"star": [("heart", 0.62)], "heart": [("star", 0.62)], "background": []}
+
+
+def test_keyword_triplets_both_directions_swap_exactly():
+    rows, stats = keyword_triplets(["c1"], ["a red star on a navy plain background"], build_world_nlp(),
+                                   NEIGHBOURS, seed=3)
+    assert stats.triplets == 2 and rows["direction"] == ["forward", "reverse"]
+    f, r = 0, 1
+    assert rows["target"][f] == "a red heart on a navy plain background"
+    assert rows["reference"][r] == rows["target"][f] and rows["target"][r] == rows["reference"][f]
+    assert (rows["source_keyword"][r], rows["target_keyword"][r]) == ("heart", "star")
+    template = keyword_templates()[rows["template_id"][f]]
+    assert rows["instruction"][f] == fill_template(template, "star", "heart")
+    assert rows["instruction"][r] == fill_template(template, "heart", "star")
+    assert rows["source_id"] == ["c1", "c1"] and rows["similarity"][0] == pytest.approx(0.62)
+    assert rows["method"] == ["keyword", "keyword"]
+
+
+def test_keyword_triplets_count_every_skip_reason():
+    captions = ["", "une étoile rouge", "red blue", "a red circle on a navy background",
+                "a red star on a navy background", "a red star on a navy background"]
+    rows, stats = keyword_triplets([str(i) for i in range(6)], captions, build_world_nlp(),
+                                   {**NEIGHBOURS, "star": [("picture", 0.6)]}, seed=0,
+                                   validate=lambda c: "picture" not in c)
+    assert stats.captions == 6 and stats.triplets == 0
+    assert dict(stats.skipped) == {"empty caption": 1, "non-English caption": 1, "no noun": 1,
+                                   "no keyword in the similarity window": 1, "target caption not renderable": 2}
+
+
+def test_world_edit_grammar_is_self_consistent_and_catches_wrong_edits():
+    rng = np.random.default_rng(0)
+    kinds = set()
+    for _ in range(400):
+        text = caption(sample_scene(rng), rng)
+        spec = parse_caption(text)
+        e = E.sample_edit(spec, rng)
+        assert e is not None
+        kinds.add(e.kind)
+        inst = E.instruction(spec, e, rng)
+        out = E.caption_of(E.apply_edit(spec, e), E.phrasing_of(text))
+        assert E.consistent(text, inst, out) == (True, "ok")
+        assert is_training_phrasing(inst)
+        assert not E.consistent(text, inst, text)[0]  # the unedited caption is not the edit's result
+    assert kinds == set(E.EDIT_KINDS)
+    ok, why = E.consistent("a red star on a navy background", "make the red star blue",
+                           "a green star on a navy background")
+    assert not ok and "not the instruction applied" in why
+    assert not E.consistent("a red star on a navy background", "sing a song", "a red star on a navy background")[0]
+
+
+def test_ip2p_jsonl_accepts_input_or_caption_and_counts_bad_lines(tmp_path):
+    path = tmp_path / "gpt-generated-prompts.jsonl"
+    lines = [{"input": "a cat", "edit": "make it a dog", "output": "a dog", "url": "u"},
+             {"caption": "a house", "edit": "add snow", "output": "a snowy house"},
+             {"input": "a tree", "output": "a red tree"}]
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json\n")
+    rows, stats = L.read_ip2p_jsonl(path)
+    assert [r["caption"] for r in rows] == ["a cat", "a house"]
+    assert stats.lines == 4 and dict(stats.skipped) == {"missing input/caption, edit or output": 1, "not JSON": 1}
+
+
+@pytest.mark.parametrize("completion,expected", [
+    ("make it blue\n%%\na blue star\nEND", ("make it blue", "a blue star")),
+    ("make it blue\n%%\na blue star", "no stop sequence"),
+    ("make it blue\na blue star\nEND", "not exactly one instruction and one output"),
+    ("x\n%%\ny\n%%\nz\nEND", "not exactly one instruction and one output"),
+    ("nothing\n%%\nA red star.\nEND", "output equals input"),
+])
+def test_completion_parsing_follows_ip2p(completion, expected):
+    assert L.parse_completion("a red star", completion) == expected
+
+
+def test_frequency_penalty_subtracts_counts_of_generated_tokens():
+    scores = torch.zeros(1, 5)
+    ids = torch.tensor([[4, 4, 1, 1, 2]])  # prompt [4, 4], generated [1, 1, 2]
+    out = L.FrequencyPenalty(0.5, prompt_length=2)(ids, scores)
+    assert out.tolist() == [[0.0, -1.0, -0.5, 0.0, 0.0]]
+
+
+def test_world_lm_round_trips_through_from_pretrained(tmp_path):
+    texts = ["a red star on a navy background", "a blue circle on a teal background"] * 20
+    tok = L.train_tokenizer(texts + [L.SEP_EDIT, L.SEP_OUT, L.STOP], 280, tmp_path / "tokenizer")
+    torch.manual_seed(0)
+    model = L.build_world_lm(tok, 32, 1, 2, 64, 96)
+    L.train_causal_lm(model, tok, texts, None, 2, 8, 1e-3, 0)
+    model.save_pretrained(tmp_path / "base")
+    lora = L.add_lora(model, 4, 8, 0.0, ["q_proj", "v_proj"])
+    prompts = [L.prompt_text(t) for t in texts]
+    L.train_causal_lm(lora, tok, prompts, [L.completion_text("make it blue", "x")] * len(texts), 2, 8, 1e-2, 0)
+    lora.save_pretrained(tmp_path / "adapter")
+    back, back_tok = L.load_lm(tmp_path / "base", tmp_path / "adapter", tmp_path / "tokenizer")
+    assert back_tok.padding_side == "left"
+    ids = back_tok(["a red star"], return_tensors="pt")["input_ids"]
+    torch.testing.assert_close(back(input_ids=ids).logits, lora.eval()(input_ids=ids).logits)
+    outs = L.generate(back, back_tok, ["a red star", "a blue circle"], 0.7, 1.0, 0.1, 12, 2, seed=1)
+    assert outs == L.generate(back, back_tok, ["a red star", "a blue circle"], 0.7, 1.0, 0.1, 12, 2, seed=1)
