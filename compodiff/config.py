@@ -79,6 +79,8 @@ class KeywordConfig:
 class LMConfig:
     """The world's small OPT: tokenizer + pre-training on world captions."""
 
+    tokenizer: str  # "word" or "bpe" (byte-level, OPT's family), trained with the tokenizers library
+    captions_per_document: int  # pre-training documents: several captions of one scene, as COCO has
     vocab_size: int
     hidden: int
     layers: int

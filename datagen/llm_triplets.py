@@ -63,16 +63,29 @@ def read_ip2p_jsonl(path: str | Path) -> tuple[list[dict], SeedStats]:
 
 
 # --- the world's small OPT ------------------------------------------------------------
-def train_tokenizer(texts: list[str], vocab_size: int, out_dir: str | Path):
-    """Byte-level BPE (OPT's tokenizer family) trained on ``texts``, saved as a transformers tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def train_tokenizer(texts: list[str], vocab_size: int, out_dir: str | Path, kind: str = "bpe"):
+    """A tokenizer trained on ``texts`` with the tokenizers library, saved as a transformers tokenizer.
+
+    "bpe": byte-level BPE, OPT's own tokenizer family. "word": whole words, punctuation and newlines
+    (for a closed vocabulary such as the world's: half the sequence length, no partial bytes)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    specials = ["<pad>", "</s>", "<unk>"]
+    if kind == "bpe":
+        tok = Tokenizer(models.BPE(unk_token=None))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    elif kind == "word":
+        tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+        # words keep their leading space (as BPE does), so decoding is a plain concatenation
+        tok.pre_tokenizer = pre_tokenizers.Split(Regex(r" ?[^\s,.]+|\n|[,.]| "), behavior="isolated")
+        tok.decoder = decoders.Fuse()
+        trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    else:
+        raise ValueError(f"unknown tokenizer kind {kind!r}: 'bpe' or 'word'")
     tok.train_from_iterator(texts, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="</s>", eos_token="</s>", pad_token="<pad>",
                                    unk_token="<unk>")

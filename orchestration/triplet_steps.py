@@ -45,17 +45,18 @@ def caption_pool(layout: Layout, log: Log = print) -> dict:
     p = layout.params
     shards = [layout.world_pairs(s) for s in p.world.shards]
     _require(shards, "caption_pool")
-    ids, captions, shard_of = [], [], []
+    ids, captions, shard_of, scenes = [], [], [], []
     for s, path in zip(p.world.shards, shards):
-        t = read_shard(path, ["id", "caption"])
+        t = read_shard(path, ["id", "caption", "scene"])
         ids += t.column("id").to_pylist()
         captions += t.column("caption").to_pylist()
+        scenes += t.column("scene").to_pylist()
         shard_of += [s] * t.num_rows
     t0 = time.perf_counter()
     nlp = load_nlp(p.caption_triplets.keyword.spacy)
     terms = object_terms(nlp.pipe(captions, batch_size=2000), p.caption_triplets.keyword.min_count)
     with atomic_dir(layout.caption_pool) as tmp:
-        write_shard(tmp / "captions.parquet", {"id": ids, "caption": captions, "shard": shard_of},
+        write_shard(tmp / "captions.parquet", {"id": ids, "caption": captions, "shard": shard_of, "scene": scenes},
                     {"kind": "caption_pool", "count": len(ids)})
         write_json(tmp / "terms.json", dict(terms.most_common()))
     log(f"caption_pool: {len(ids)} captions, {len(terms)} object terms ({time.perf_counter() - t0:.1f}s)")
@@ -114,6 +115,22 @@ def _world_seed_edits(captions: list[str], count: int, seed: int) -> list[tuple[
     return rows
 
 
+def _pretraining_documents(layout: Layout, rows, per_document: int) -> list[str]:
+    """World captions grouped as documents: each holds ``per_document`` captions of one scene in
+    different phrasings (as COCO holds five per image), the pool's caption first."""
+    from datagen.world.captions import caption
+    from datagen.world.scene import Scene
+
+    t = read_shard(layout.caption_pool / "captions.parquet", ["caption", "scene"])
+    captions, scenes = t.column("caption").to_pylist(), t.column("scene").to_pylist()
+    rng = np.random.default_rng([layout.params.seed, 31])
+    docs = []
+    for i in rows:
+        scene = Scene.from_json(scenes[i])
+        docs.append("\n".join([captions[i]] + [caption(scene, rng) for _ in range(per_document - 1)]))
+    return docs
+
+
 def llm_adapter(layout: Layout, log: Log = print) -> dict:
     """Fine-tune the causal LM with LoRA on the seed triplets; save base, adapter and tokenizer."""
     p = layout.params
@@ -135,13 +152,14 @@ def llm_adapter(layout: Layout, log: Log = print) -> dict:
         if cfg.base_model is None:
             if cfg.lm is None:
                 raise ConfigError("caption_triplets.llm: base_model is null, so lm (the world's OPT) must be set")
-            corpus = [captions[i] for i in order[:cfg.lm.pretrain_captions]]
+            corpus = _pretraining_documents(layout, order[:cfg.lm.pretrain_captions], cfg.lm.captions_per_document)
             tok = llm.train_tokenizer(corpus + [s[1] for s in seeds] + [llm.SEP_EDIT, llm.SEP_OUT, llm.STOP],
-                                      cfg.lm.vocab_size, tmp / "tokenizer")
+                                      cfg.lm.vocab_size, tmp / "tokenizer", cfg.lm.tokenizer)
             base = llm.build_world_lm(tok, cfg.lm.hidden, cfg.lm.layers, cfg.lm.heads, cfg.lm.ffn,
                                       cfg.lm.max_positions)
             metrics["pretrain_loss"] = llm.train_causal_lm(
                 base, tok, corpus, None, cfg.lm.steps, cfg.lm.batch_size, cfg.lm.lr, p.seed,
+                max_len=cfg.lm.max_positions,
                 log=lambda s, v: log(f"llm_adapter: pre-training step {s + 1}/{cfg.lm.steps} loss {v:.3f}"))
             base.save_pretrained(str(tmp / "base"))
             base_path, tok_path = tmp / "base", tmp / "tokenizer"
