@@ -15,6 +15,8 @@ from orchestration.definitions import build
 from orchestration.lifecycle import materialize_all
 
 ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ["world_pairs", "caption_pool", "encoder", "keyword_triplets", "llm_adapter", "llm_triplets",
+          "caption_triplets"]  # in the order materialize_all runs them
 DVC = ROOT / ".venv-dvc" / "bin" / "dvc"
 DAGSTER = ROOT / ".venv" / "bin" / "dagster"
 
@@ -57,16 +59,19 @@ def materialized(tmp_path_factory):
 
 def test_whole_asset_graph_materializes_with_checks_passing(materialized):
     root, project, results = materialized
-    assert [r.success for r in results] == [True, True]
+    assert len(results) == len(ASSETS) and all(r.success for r in results)
     checks = [e for r in results for e in r.get_asset_check_evaluations()]
-    assert {c.check_name for c in checks} == {"world_pairs_valid", "encoder_recall_floor"}
+    assert {c.check_name for c in checks} == {"world_pairs_valid", "encoder_recall_floor", "caption_triplets_quality"}
     assert all(c.passed for c in checks)
     for shard in project.params.world.shards:
         assert (root / "data" / "world_pairs" / f"{shard}.parquet").is_file()
     metrics = json.loads((root / "metrics" / "encoder.json").read_text())
     assert 0.0 <= metrics["t2i_R@10"] <= 1.0 and metrics["eval_pairs"] == 64
-    meta = results[1].asset_materializations_for_node("encoder")[0].metadata
+    meta = results[ASSETS.index("encoder")].asset_materializations_for_node("encoder")[0].metadata
     assert "mlflow_run" in meta and "t2i_R@10" in meta
+    triplets = json.loads((root / "metrics" / "caption_triplets.json").read_text())
+    assert triplets["triplets"] > 0 and triplets["keyword_valid_fraction"] == 1.0
+    assert set(triplets["per_method"]) <= {"keyword", "llm"} and triplets["per_method"]["keyword"] > 0
 
 
 def test_one_mlflow_run_per_asset_step_with_lineage_tags(materialized):
@@ -75,10 +80,10 @@ def test_one_mlflow_run_per_asset_step_with_lineage_tags(materialized):
     client = mlflow.MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("compodiff").experiment_id])
     by_asset = {r.data.tags["dagster.asset"]: r for r in runs}
-    assert set(by_asset) == {"world_pairs", "encoder"} and len(runs) == 2
+    assert set(by_asset) == set(ASSETS) and len(runs) == len(ASSETS)
     enc = by_asset["encoder"]
-    assert enc.info.status == "FINISHED"
-    assert enc.data.tags["dagster.run_id"] == results[1].run_id
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert enc.data.tags["dagster.run_id"] == results[ASSETS.index("encoder")].run_id
     assert enc.data.tags["params.hash"] == project.params.digest()
     assert re.fullmatch(r"[0-9a-f]{40}|unknown", enc.data.tags["git.commit"])
     assert by_asset["world_pairs"].data.tags["dagster.partition"] == "s00,s01"
@@ -135,8 +140,11 @@ def test_dvc_repro_and_exp_run_with_a_param_override(tmp_path):
     first = json.loads((root / "metrics" / "encoder.json").read_text())
     assert (root / "data" / "encoder" / "open_clip_model.safetensors").is_file()
     assert "up to date" in run([str(DVC), "status"], root, env).lower()
-    run([str(DVC), "exp", "run", "-q", "-S", "encoder.train.steps=6"], root, env)
-    second = json.loads((root / "metrics" / "encoder.json").read_text())
-    assert first["steps"] == 4 and second["steps"] == 6
-    assert re.search(r'"steps":\s*6', run([str(DVC), "exp", "show", "--json"], root, env))
-    assert "encoder.train.steps" in run([str(DVC), "params", "diff", "HEAD"], root, env)
+    before = json.loads((root / "metrics" / "caption_triplets.json").read_text())
+    run([str(DVC), "exp", "run", "-q", "-S", "caption_triplets.llm.prompts=8"], root, env)
+    after = json.loads((root / "metrics" / "caption_triplets.json").read_text())
+    assert before["llm"]["prompts"] == 16 and after["llm"]["prompts"] == 8
+    assert json.loads((root / "metrics" / "encoder.json").read_text()) == first  # upstream not rerun
+    assert first["steps"] == 4
+    assert re.search(r'"prompts":\s*8', run([str(DVC), "exp", "show", "--json"], root, env))
+    assert "caption_triplets.llm.prompts" in run([str(DVC), "params", "diff", "HEAD"], root, env)
