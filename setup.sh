@@ -16,6 +16,15 @@ VIRTUAL_ENV="$PWD/.venv" $UV pip install -q -e ".[test]"
 [ -x .venv-dvc/bin/python ] || $UV venv -q .venv-dvc --python "$PY"
 VIRTUAL_ENV="$PWD/.venv-dvc" $UV pip install -q "dvc>=3.50,<4"
 ln -sf "$PWD/.venv-dvc/bin/dvc" .venv/bin/dvc
+# Byte-compile once: with PYTHONDONTWRITEBYTECODE set, every process (each DVC stage, each Dagster
+# step) would otherwise recompile torch, spaCy and open_clip from source (measured: 29 s -> 10 s).
+for env in .venv .venv-dvc; do
+  stamp="$env/.compiled-$(cat "$env/pyvenv.cfg" pyproject.toml | cksum | cut -d' ' -f1)"
+  if [ ! -e "$stamp" ]; then
+    "$env/bin/python" -m compileall -q -j 0 "$env/lib" >/dev/null 2>&1 || true
+    touch "$stamp"
+  fi
+done
 mkdir -p .dagster_home
 [ -s .dagster_home/dagster.yaml ] || printf 'telemetry:\n  enabled: false\n' > .dagster_home/dagster.yaml
 echo "set-up done: $(.venv/bin/python -c 'import torch, dagster, mlflow; print("torch", torch.__version__, "| dagster", dagster.__version__, "| mlflow", mlflow.__version__)') | $(.venv/bin/dvc --version | sed 's/^/dvc /')"

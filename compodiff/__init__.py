@@ -11,21 +11,32 @@ Public API::
 This package never imports dagster, dvc or mlflow.
 """
 
-from compodiff.checkpoint import CheckpointError, load_checkpoint, load_official_checkpoint, save_checkpoint
-from compodiff.denoiser import PRESETS, CompoDiffDenoiser, Context, DenoiserConfig, preset
-from compodiff.diffusion import CosineSchedule, x0_loss
-from compodiff.encoders import Encoder, load_encoder
-from compodiff.pipeline import CompoDiffPipeline, TextConditions
-from compodiff.sampling import ddim_sample, guided_x0, official_time_pairs, time_pairs_for_steps
+import importlib
+
+# Lazy attributes (PEP 562): `import compodiff.config` from a light step does not pay for
+# torch and open_clip.
+_EXPORTS = {
+    "CheckpointError": "checkpoint", "load_checkpoint": "checkpoint", "load_official_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint", "PRESETS": "denoiser", "CompoDiffDenoiser": "denoiser", "Context": "denoiser",
+    "DenoiserConfig": "denoiser", "preset": "denoiser", "CosineSchedule": "diffusion", "x0_loss": "diffusion",
+    "Encoder": "encoders", "load_encoder": "encoders", "CompoDiffPipeline": "pipeline",
+    "TextConditions": "pipeline", "ddim_sample": "sampling", "guided_x0": "sampling",
+    "official_time_pairs": "sampling", "time_pairs_for_steps": "sampling",
+}
 
 
-def build_denoiser(name_or_config: str | DenoiserConfig = "official", **overrides) -> CompoDiffDenoiser:
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"compodiff.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'compodiff' has no attribute {name!r}")
+
+
+def build_denoiser(name_or_config="official", **overrides):
     """A freshly initialised denoiser from a preset name ("official", "world", "tiny", ...) or a config.
     The "official" network's state dict has the release's keys and shapes minus ``model.net.``."""
-    if isinstance(name_or_config, DenoiserConfig):
-        cfg = name_or_config
-    else:
-        cfg = preset(name_or_config, **overrides)
+    from compodiff.denoiser import CompoDiffDenoiser, DenoiserConfig, preset
+
+    cfg = name_or_config if isinstance(name_or_config, DenoiserConfig) else preset(name_or_config, **overrides)
     return CompoDiffDenoiser(cfg)
 
 

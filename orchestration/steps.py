@@ -15,7 +15,6 @@ import numpy as np
 from compodiff.atomic import atomic_dir, write_json
 from compodiff.config import ConfigError
 from datagen.shards import decode_png, read_shard, write_shard
-from datagen.world.clip_training import retrieval_recall, train_clip
 from datagen.world.pairs import make_pairs, write_pairs_shard
 from orchestration.layout import Layout
 
@@ -74,6 +73,8 @@ def _load_pairs(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
 
 def encoder(layout: Layout, log: Log = print, on_metrics: Callable[[int, dict], None] | None = None) -> dict:
     """Train the world CLIP on every world_pairs shard; evaluate on held-out pairs."""
+    from datagen.world.clip_training import retrieval_recall, train_clip  # torch: only for this step
+
     p = layout.params
     if p.encoder.train is None:
         raise ConfigError(f"profile {p.profile!r} uses a pretrained encoder ({p.encoder.model}); "
