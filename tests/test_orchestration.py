@@ -61,8 +61,9 @@ def test_whole_asset_graph_materializes_with_checks_passing(materialized):
     root, project, results = materialized
     assert len(results) == len(ASSETS) and all(r.success for r in results)
     checks = [e for r in results for e in r.get_asset_check_evaluations()]
-    assert {c.check_name for c in checks} == {"world_pairs_valid", "encoder_recall_floor", "caption_triplets_quality"}
-    assert all(c.passed for c in checks)
+    assert {c.check_name for c in checks} == {"world_pairs_valid", "encoder_recall_floor", "keyword_triplets_valid",
+                                              "llm_triplets_consistency"}
+    assert all(c.passed for c in checks if c.check_name != "llm_triplets_consistency")  # tiny LM: a warning
     for shard in project.params.world.shards:
         assert (root / "data" / "world_pairs" / f"{shard}.parquet").is_file()
     metrics = json.loads((root / "metrics" / "encoder.json").read_text())
