@@ -52,9 +52,16 @@ def main() -> None:
     t0 = time.perf_counter()
     rows, stats = keyword_triplets([str(i) for i in range(len(captions))], captions, nlp, neighbours, seed=0)
     t_trip = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rows2, _ = keyword_triplets([str(i) for i in range(len(captions))], captions, nlp, neighbours, seed=0,
+                                n_process=2)
+    t_trip2 = time.perf_counter() - t0
+    assert rows2 == rows  # the same triplets, whatever the number of processes
     res = {"captions": len(captions), "triplets": stats.triplets, "terms": len(terms),
            "term_extraction_s": t_terms, "faiss_window_s": t_faiss, "faiss_window_50k_terms_s": t_big,
-           "triplet_s": t_trip, "captions_per_s": len(captions) / t_trip, "skipped": dict(stats.skipped)}
+           "triplet_s": t_trip, "captions_per_s": len(captions) / t_trip,
+           "triplet_s_2_processes": t_trip2, "captions_per_s_2_processes": len(captions) / t_trip2,
+           "skipped": dict(stats.skipped)}
     print(json.dumps(res, indent=2))
     if args.out:
         with open(args.out, "w") as f:

@@ -67,8 +67,9 @@ def build_neighbours(terms: list[str], encode_text: Callable[[list[str]], np.nda
 
 def keyword_triplets(ids: list[str], captions: list[str], nlp, neighbours: dict[str, list[tuple[str, float]]],
                      seed: int, validate: Callable[[str], bool] | None = None,
-                     both_directions: bool = True) -> tuple[dict[str, list], KeywordStats]:
-    """Rows of caption triplets with provenance, and the counted skips."""
+                     both_directions: bool = True, n_process: int = 1) -> tuple[dict[str, list], KeywordStats]:
+    """Rows of caption triplets with provenance, and the counted skips. ``n_process`` > 1 tags
+    captions in that many spaCy worker processes."""
     rng = np.random.default_rng(seed)
     templates = keyword_templates()
     rows: dict[str, list] = {k: [] for k in ("id", "source_id", "reference", "instruction", "target",
@@ -85,7 +86,8 @@ def keyword_triplets(ids: list[str], captions: list[str], nlp, neighbours: dict[
             stats.skipped["non-English caption"] += 1
         else:
             texts.append((cid, text))
-    for (cid, text), doc in zip(texts, nlp.pipe([t for _, t in texts], batch_size=1000)):
+    docs = nlp.pipe([t for _, t in texts], batch_size=1000, n_process=n_process)
+    for (cid, text), doc in zip(texts, docs):
         nouns = [t for t in doc if t.pos_ == "NOUN" and t.is_alpha]
         if not nouns:
             stats.skipped["no noun"] += 1
