@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 from compodiff.config import ConfigError, load_params
+from compodiff.config_schema import flatten
 
 SHARDED = {"world_pairs", "keyword_triplets"}
 SIMPLE = {"caption_pool": "caption_pool", "llm_adapter": "llm_adapter", "llm_triplets": "llm_triplets_step",
@@ -104,8 +105,10 @@ def _print_headline(root: Path) -> None:
     metrics_dir = root / params.metrics_dir
     print("\nHeadline metrics:")
     for f in sorted(metrics_dir.glob("*.json")):
-        data = json.loads(f.read_text())
-        shown = {k: round(v, 4) for k, v in data.items() if isinstance(v, float) and ("R@" in k or "mAP" in k)}
+        flat = flatten(json.loads(f.read_text()))
+        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in flat.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)
+                 and any(w in k for w in ("R@", "mAP", "fraction", "triplets", "per_method"))}
         print(f"  {f.stem}: {json.dumps(shown)}")
     print("\nExplore what this run produced:")
     print(f"  DAGSTER_HOME={root}/.dagster_home .venv/bin/dagster dev -h 127.0.0.1 -p 3000   # asset lineage")
