@@ -51,6 +51,26 @@ def step_asset(name: str, deps: list, fn, group: str, description: str, pool: st
     return _asset
 
 
+def sharded_asset(name: str, partitions, deps: list, run_shards, group: str, description: str,
+                  totals: tuple[str, ...]) -> dg.AssetsDefinition:
+    """A shard-partitioned asset: one run materializes any range of shards (single-run backfill);
+    ``run_shards(layout, keys, log)`` returns one manifest per shard, ``totals`` are summed over them."""
+
+    @dg.asset(name=name, partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run(), deps=deps,
+              group_name=group, description=description, kinds={"parquet"})
+    def _asset(context: dg.AssetExecutionContext, project: ProjectResource,
+               tracking: MLflowTracking) -> dg.MaterializeResult:
+        layout = project.layout()
+        keys = list(context.partition_keys)
+        with tracking.step_run(name, layout.params, context.run.run_id, ",".join(keys)) as run:
+            manifests = run_shards(layout, keys, progress(context))
+            total = {k: sum(m[k] for m in manifests) for k in totals}
+            run.log_metrics(total)
+        return dg.MaterializeResult(metadata={**total, "shards": keys, "mlflow_run": dg.MetadataValue.url(run.url)})
+
+    return _asset
+
+
 def build(root: Path | None = None, params_file: str | None = None) -> SimpleNamespace:
     """Assets, checks, jobs and resources for the project at ``root`` (default: COMPODIFF_ROOT or cwd)."""
     root = Path(root or project_root()).resolve()
@@ -59,29 +79,9 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
     # The shard list of params.yaml is the partition set; DVC fans out over the same list.
     shards = dg.StaticPartitionsDefinition(list(params.world.shards))
 
-    @dg.asset(
-        partitions_def=shards,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        group_name="world",
-        description="Sharded image-caption pairs of the procedural world (stand-in for LAION-2B).",
-        kinds={"parquet"},
-    )
-    def world_pairs(context: dg.AssetExecutionContext, project: ProjectResource,
-                    tracking: MLflowTracking) -> dg.MaterializeResult:
-        layout = project.layout()
-        keys = list(context.partition_keys)
-        with tracking.step_run("world_pairs", layout.params, context.run.run_id, ",".join(keys)) as run:
-            manifests = steps.world_pairs_shards(layout, keys, log=progress(context))
-            run.log_metrics({"pairs": sum(m["count"] for m in manifests),
-                             "seconds": sum(m["seconds"] for m in manifests)})
-        return dg.MaterializeResult(metadata={
-            "shards": keys,
-            "pairs": sum(m["count"] for m in manifests),
-            "bytes": sum(m["bytes"] for m in manifests),
-            "paths": [m["path"] for m in manifests],
-            "mlflow_run": dg.MetadataValue.url(run.url),
-        })
-
+    world_pairs = sharded_asset(
+        "world_pairs", shards, [], lambda lay, keys, log: steps.world_pairs_shards(lay, keys, log=log), "world",
+        "Sharded image-caption pairs of the procedural world (stand-in for LAION-2B).", ("count", "bytes", "seconds"))
 
     @dg.asset_check(asset=world_pairs, blocking=True, description="Every shard holds its pairs, decodable.")
     def world_pairs_valid(context: dg.AssetCheckExecutionContext, project: ProjectResource) -> dg.AssetCheckResult:
@@ -98,7 +98,6 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
             first = table.slice(0, 1).to_pylist()[0]
             decode_png(first["image_png"], f"{path}:{first['id']}")
         return dg.AssetCheckResult(passed=not problems, metadata={"rows": total, "problems": problems})
-
 
     @dg.asset(
         deps=[world_pairs],
@@ -137,25 +136,11 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
     caption_pool = step_asset("caption_pool", [world_pairs], triplet_steps.caption_pool, "caption_triplets",
                               "Captions of every world pair and their object terms (spaCy nouns).")
 
-    @dg.asset(
-        partitions_def=shards,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        deps=[caption_pool, encoder],
-        group_name="caption_triplets",
-        description="Keyword-based caption triplets (paper 4.1), one table per shard, both directions.",
-        kinds={"parquet"},
-    )
-    def keyword_triplets(context: dg.AssetExecutionContext, project: ProjectResource,
-                         tracking: MLflowTracking) -> dg.MaterializeResult:
-        layout = project.layout()
-        keys = list(context.partition_keys)
-        with tracking.step_run("keyword_triplets", layout.params, context.run.run_id, ",".join(keys)) as run:
-            manifests = [triplet_steps.keyword_triplets_shard(layout, k, log=progress(context)) for k in keys]
-            total = {"triplets": sum(m["triplets"] for m in manifests),
-                     "captions": sum(m["captions"] for m in manifests),
-                     "seconds": sum(m["seconds"] for m in manifests)}
-            run.log_metrics(total)
-        return dg.MaterializeResult(metadata={**total, "shards": keys, "mlflow_run": dg.MetadataValue.url(run.url)})
+    keyword_triplets = sharded_asset(
+        "keyword_triplets", shards, [caption_pool, encoder],
+        lambda lay, keys, log: [triplet_steps.keyword_triplets_shard(lay, k, log=log) for k in keys],
+        "caption_triplets", "Keyword-based caption triplets (paper 4.1), one table per shard, both directions.",
+        ("triplets", "captions", "seconds"))
 
     llm_adapter = step_asset("llm_adapter", [caption_pool], triplet_steps.llm_adapter, "caption_triplets",
                              "A causal LM LoRA-fine-tuned on seed edits in the IP2P format (paper 4.2).",
