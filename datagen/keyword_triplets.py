@@ -76,9 +76,8 @@ def keyword_triplets(ids: list[str], captions: list[str], nlp, neighbours: dict[
                                              "source_keyword", "target_keyword", "similarity", "template_id",
                                              "method", "direction", "seed")}
     stats = KeywordStats()
-    valid = [(i, c) for i, c in zip(ids, captions)]
     texts = []
-    for cid, text in valid:
+    for cid, text in zip(ids, captions):
         stats.captions += 1
         if not isinstance(text, str) or not text.strip():
             stats.skipped["empty caption"] += 1

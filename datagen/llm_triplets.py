@@ -131,7 +131,6 @@ def train_causal_lm(model, tokenizer, prompts: list[str], completions: list[str]
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))
-    gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     batches = _batches(np.random.default_rng(seed), len(prompts), min(batch_size, len(prompts)))
     model.train()
@@ -151,7 +150,6 @@ def train_causal_lm(model, tokenizer, prompts: list[str], completions: list[str]
         loss_value = loss.item()
         if log is not None and (step % 50 == 0 or step == steps - 1):
             log(step, loss_value)
-    del gen
     model.eval()
     return loss_value
 
