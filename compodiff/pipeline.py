@@ -132,17 +132,13 @@ class CompoDiffPipeline:
                       generator, num_samples, eta) -> torch.Tensor:
         den = self.denoiser
         b, r = ref.shape[0], num_samples
-        # The three branches' conditions, encoded once for every step: [cond; null_text; null_all].
-        ctx = Context.cat([
+        # The three branches' conditions, encoded once for every step: [cond; null_text; null_all],
+        # each query repeated R times inside its branch, as the release does.
+        ctx = Context.cat([c.repeat_interleave(r) for c in (
             den.context(text.tokens, ref, mask_map, text.mask, text.tokens2, text.mask2),
             den.context(null.tokens, ref, mask_map, null.mask, null.tokens2, null.mask2),
             den.context(null.tokens, torch.zeros_like(ref), mask_map, null.mask, null.tokens2, null.mask2),
-        ])
-        if r > 1:  # each query repeated R times inside each branch, as the release does
-            ctx = Context([(k.unflatten(0, (3, b)).repeat_interleave(r, 1).flatten(0, 1),
-                            v.unflatten(0, (3, b)).repeat_interleave(r, 1).flatten(0, 1)) for k, v in ctx.kv],
-                          None if ctx.key_mask is None
-                          else ctx.key_mask.unflatten(0, (3, b)).repeat_interleave(r, 1).flatten(0, 1))
+        )])
         x = torch.randn((b * r, den.config.embed_dim), generator=generator).to(self.device)
         x0 = ddim_sample(lambda x_t, t: guided_x0(den, x_t, t, ctx, w_image, w_text), x, pairs, self.schedule,
                          eta=eta, generator=generator)
