@@ -133,6 +133,42 @@ class CaptionTripletsConfig:
 
 
 @dataclass(frozen=True)
+class DiffusersConfig:
+    """Stable Diffusion image pairs with IP2P-style self-attention injection (paper 4.3)."""
+
+    checkpoints: tuple[str, ...]  # local dirs or hub ids, used in rotation (paper: SD 1.5/2.0/2.1/anime)
+    steps: int
+    resolution: int
+    p_range: tuple[float, float]  # fraction of steps with the source's self-attention injected
+    guidance_range: tuple[float, float]
+    batch_pairs: int
+    fp16: bool  # on GPU only
+
+
+@dataclass(frozen=True)
+class ImagePairsConfig:
+    generator: str  # "procedural" (the world renderer) or "diffusers"
+    samples_per_triplet: int  # N renderings per caption triplet, each with its own seed
+    max_triplets_per_shard: int  # 0: all
+    chunk_size: int  # triplets per resumable part of a shard
+    diffusers: DiffusersConfig
+
+
+@dataclass(frozen=True)
+class ClipFilterConfig:
+    """CLIP filtering (paper 4.4, IP2P): a pair is kept when every score clears its threshold."""
+
+    sim_image: float  # cos(img_0, img_1) (paper 0.70)
+    sim_0: float  # cos(img_0, txt_0) (0.2)
+    sim_1: float  # cos(img_1, txt_1) (0.2)
+    sim_dir: float  # cos(img_1 - img_0, txt_1 - txt_0) (0.2)
+    sim_keyword: float  # keyword triplets: cos(target keyword, img_1) (0.20)
+    sim_instruction: float  # LLM triplets: cos(instruction, img_1) (0.20)
+    best_k: int  # per caption triplet, the best k by sim_dir
+    min_keep_rate: float  # blocking asset check: fewer kept means the generator or encoder broke
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     tracking_uri: str  # MLflow; relative sqlite paths resolve against the project root
     experiment: str
@@ -147,6 +183,8 @@ class Params:
     world: WorldConfig
     encoder: EncoderConfig
     caption_triplets: CaptionTripletsConfig
+    image_pairs: ImagePairsConfig
+    clip_filter: ClipFilterConfig
     tracking: TrackingConfig
 
     def flat(self) -> dict:

@@ -59,3 +59,15 @@ class Layout:
     @property
     def caption_triplets_metrics(self) -> Path:
         return self.metrics / "caption_triplets.json"
+
+    # --- image pairs and CLIP filtering (paper 4.3-4.4) ---
+    def image_pairs(self, shard: str) -> Path:
+        return self.data / "image_pairs" / f"{shard}.parquet"
+
+    @property
+    def filtered_triplets(self) -> Path:
+        return self.data / "filtered_triplets"
+
+    @property
+    def filter_metrics(self) -> Path:
+        return self.metrics / "filter.json"

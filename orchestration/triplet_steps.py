@@ -18,7 +18,7 @@ from datagen import llm_triplets as llm
 from datagen.keyword_triplets import build_neighbours, keyword_triplets, object_terms
 from datagen.llm_triplets import normalise
 from datagen.shards import read_manifest, read_shard, write_shard
-from datagen.world import edits
+from datagen.world import edits, truth
 from datagen.world.captions import CaptionParseError, parse_caption
 from datagen.world.nlp import build_world_nlp
 from orchestration.layout import Layout
@@ -235,7 +235,9 @@ def caption_triplets(layout: Layout, log: Log = print) -> dict:
     kw = [i for i, m in enumerate(merged["method"]) if m == "keyword"]
     valid_kw = None
     if p.caption_triplets.keyword.validate_with_world:
-        valid_kw = sum(_keyword_swap_is_exact(merged, i) for i in kw)
+        valid_kw = sum(truth.keyword_swap_is_exact(merged["reference"][i], merged["target"][i],
+                                                   merged["source_keyword"][i], merged["target_keyword"][i])[0]
+                       for i in kw)
     llm_stats = read_manifest(layout.llm_triplets) or {}
     metrics = {
         "triplets": len(merged["id"]), "duplicates_removed": duplicates,
@@ -252,19 +254,6 @@ def caption_triplets(layout: Layout, log: Log = print) -> dict:
     log(f"caption_triplets: {metrics['triplets']} triplets {metrics['per_method']}, "
         f"{metrics['unique_keywords']} keywords, {duplicates} duplicates removed")
     return metrics
-
-
-def _keyword_swap_is_exact(rows: dict, i: int) -> bool:
-    """World ground truth: the target renders, and is the reference with exactly the keyword swapped."""
-    ref, tgt = rows["reference"][i], rows["target"][i]
-    a, b = rows["source_keyword"][i], rows["target_keyword"][i]
-    if not _world_renderable(tgt) or a == b:
-        return False
-    ref_words, tgt_words = ref.split(), tgt.split()
-    diff = [(x, y) for x, y in zip(ref_words, tgt_words) if x != y]
-    if len(ref_words) != len(tgt_words) or len(diff) != 1:
-        return False
-    return (diff[0][0].strip(",."), diff[0][1].strip(",.")) == (a, b)
 
 
 def _sum_skips(layout: Layout) -> dict:
