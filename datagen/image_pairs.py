@@ -21,14 +21,19 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import pyarrow as pa
 
 from datagen.shards import encode_png, is_complete, read_shard, write_shard
 
 TRIPLET_COLUMNS = ("id", "reference", "instruction", "target", "method", "source_keyword", "target_keyword")
-PAIR_COLUMNS = ("id", "triplet_id", "sample", "seed", "p", "guidance", "generator", "checkpoint", "status", "reason",
-                "reference", "instruction", "target", "method", "source_keyword", "target_keyword",
-                "reference_png", "target_png", "reference_segmap_png", "target_segmap_png",
-                "world_consistent", "world_reason")
+PAIR_SCHEMA = pa.schema(
+    [(c, pa.string()) for c in ("id", "triplet_id")] + [("sample", pa.int32()), ("seed", pa.int64()),
+                                                       ("p", pa.float32()), ("guidance", pa.float32())]
+    + [(c, pa.string()) for c in ("generator", "checkpoint", "status", "reason", "reference", "instruction",
+                                  "target", "method", "source_keyword", "target_keyword")]
+    + [(c, pa.binary()) for c in ("reference_png", "target_png", "reference_segmap_png", "target_segmap_png")]
+    + [("world_consistent", pa.bool_()), ("world_reason", pa.string())])
+PAIR_COLUMNS = tuple(PAIR_SCHEMA.names)
 
 
 @dataclass(frozen=True)
@@ -148,13 +153,11 @@ def generate_shard(generator: PairGenerator, triplets: dict[str, list], samples:
         chunk = {c: v[start:start + chunk_size] for c, v in triplets.items()}
         requests = requests_for(chunk, samples, global_seed)
         results = generator.generate(requests)
-        write_shard(part, _rows(generator.name, requests, results), part_manifest)
+        write_shard(part, _rows(generator.name, requests, results), part_manifest, PAIR_SCHEMA)
         log(f"{path.stem}: part {k + 1}/{len(starts)} ({min(n, start + chunk_size)}/{n} triplets)")
-    import pyarrow as pa
-
     table = pa.concat_tables([read_shard(p) for p in part_paths])
     cols = table.replace_schema_metadata(None).to_pydict()
     failed = sum(s != "ok" for s in cols["status"])
-    write_shard(path, cols, manifest)
+    write_shard(path, cols, manifest, PAIR_SCHEMA)
     shutil.rmtree(parts_dir, ignore_errors=True)
     return {**manifest, "pairs": len(cols["id"]), "failed": failed, "skipped": False}

@@ -98,7 +98,7 @@ def load_pipeline(checkpoint: str | Path, device: torch.device, fp16: bool):
     try:
         pipe = StableDiffusionPipeline.from_pretrained(str(checkpoint), dtype=dtype, safety_checker=None,
                                                        requires_safety_checker=False, local_files_only=local)
-    except (OSError, ValueError, EnvironmentError) as err:
+    except (OSError, ValueError) as err:
         raise ValueError(f"Stable Diffusion checkpoint {checkpoint!r} does not load: {err}") from None
     pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="linspace")
     pipe.set_progress_bar_config(disable=True)

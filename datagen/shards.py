@@ -26,8 +26,9 @@ class ShardError(ValueError):
     pass
 
 
-def write_shard(path: str | Path, columns: dict[str, list], manifest: dict) -> Path:
-    table = pa.table(columns)
+def write_shard(path: str | Path, columns: dict[str, list], manifest: dict, schema: pa.Schema | None = None) -> Path:
+    """``schema`` pins column types that data alone cannot tell (a part whose keywords are all null)."""
+    table = pa.table(columns, schema=schema)
     meta = dict(table.schema.metadata or {})
     meta[MANIFEST_KEY] = json.dumps(manifest, sort_keys=True, default=str).encode()
     table = table.replace_schema_metadata(meta)

@@ -19,9 +19,13 @@ from pathlib import Path
 from compodiff.config import ConfigError, load_params
 from compodiff.config_schema import flatten
 
-SHARDED = {"world_pairs", "keyword_triplets"}
-SIMPLE = {"caption_pool": "caption_pool", "llm_adapter": "llm_adapter", "llm_triplets": "llm_triplets_step",
-          "caption_triplets": "caption_triplets"}
+# step name -> (module in orchestration, function); the sharded ones take --shard
+SHARDED = {"world_pairs": ("steps", "world_pairs"), "keyword_triplets": ("triplet_steps", "keyword_triplets_shard"),
+           "image_pairs": ("pair_steps", "image_pairs_shard")}
+SIMPLE = {"caption_pool": ("triplet_steps", "caption_pool"), "llm_adapter": ("triplet_steps", "llm_adapter"),
+          "llm_triplets": ("triplet_steps", "llm_triplets_step"),
+          "caption_triplets": ("triplet_steps", "caption_triplets"),
+          "filtered_triplets": ("pair_steps", "filtered_triplets")}
 
 
 def _root() -> Path:
@@ -43,7 +47,9 @@ def cmd_profile(args) -> int:
 
 def cmd_run(args) -> int:
     """One step, without Dagster: what `dvc repro` runs. Still tracked in MLflow."""
-    from orchestration import steps, triplet_steps
+    import importlib
+
+    from orchestration import steps
     from orchestration.layout import Layout
     from orchestration.tracking import MLflowTracking
 
@@ -56,17 +62,14 @@ def cmd_run(args) -> int:
     with tracking.step_run(args.step, params, partition=partition, extra_tags={"orchestrator": "dvc"}) as run:
         if args.step in SHARDED and not args.shard:
             raise ConfigError(f"{args.step} needs --shard")
-        if args.step == "world_pairs":
-            result = steps.world_pairs(layout, args.shard)
-        elif args.step == "encoder":
+        if args.step == "encoder":
             result = steps.encoder(layout, on_metrics=lambda s, m: run.log_metrics(m, step=s))
-        elif args.step == "keyword_triplets":
-            result = triplet_steps.keyword_triplets_shard(layout, args.shard)
-        elif args.step in SIMPLE:
-            result = getattr(triplet_steps, SIMPLE[args.step])(layout)
+        elif args.step in SHARDED or args.step in SIMPLE:
+            module, name = SHARDED.get(args.step) or SIMPLE[args.step]
+            fn = getattr(importlib.import_module(f"orchestration.{module}"), name)
+            result = fn(layout, args.shard) if args.step in SHARDED else fn(layout)
         else:
-            raise ConfigError(f"unknown step {args.step!r}; steps: world_pairs, encoder, keyword_triplets, "
-                              + ", ".join(SIMPLE))
+            raise ConfigError(f"unknown step {args.step!r}; steps: encoder, " + ", ".join([*SHARDED, *SIMPLE]))
         run.log_metrics(result)
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, default=str))
     return 0

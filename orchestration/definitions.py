@@ -16,59 +16,10 @@ import dagster as dg
 
 from compodiff.config import load_params
 from datagen.shards import decode_png, read_shard
-from orchestration import steps, triplet_steps
+from orchestration import pair_steps, steps, triplet_steps
+from orchestration.asset_factories import progress, sharded_asset, step_asset
 from orchestration.resources import DeviceResource, ProjectResource, project_root
 from orchestration.tracking import MLflowTracking
-
-
-def progress(context):
-    """Progress lines on stdout (the CLI and the UI's stdout pane) and in the Dagster event log."""
-    def log(message: str) -> None:
-        print(message, flush=True)
-        context.log.info(message)
-    return log
-
-
-def _numbers(d: dict) -> dict:
-    return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def step_asset(name: str, deps: list, fn, group: str, description: str, pool: str | None = None,
-               artifact=None) -> dg.AssetsDefinition:
-    """An unpartitioned asset that runs one step function inside its MLflow step run."""
-
-    @dg.asset(name=name, deps=deps, group_name=group, description=description, pool=pool)
-    def _asset(context: dg.AssetExecutionContext, project: ProjectResource,
-               tracking: MLflowTracking) -> dg.MaterializeResult:
-        layout = project.layout()
-        with tracking.step_run(name, layout.params, context.run.run_id) as run:
-            result = fn(layout, log=progress(context))
-            run.log_metrics(result)
-            if artifact is not None and artifact(layout).exists():
-                run.log_artifact(artifact(layout))
-        return dg.MaterializeResult(metadata={**_numbers(result), "mlflow_run": dg.MetadataValue.url(run.url)})
-
-    return _asset
-
-
-def sharded_asset(name: str, partitions, deps: list, run_shards, group: str, description: str,
-                  totals: tuple[str, ...]) -> dg.AssetsDefinition:
-    """A shard-partitioned asset: one run materializes any range of shards (single-run backfill);
-    ``run_shards(layout, keys, log)`` returns one manifest per shard, ``totals`` are summed over them."""
-
-    @dg.asset(name=name, partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run(), deps=deps,
-              group_name=group, description=description, kinds={"parquet"})
-    def _asset(context: dg.AssetExecutionContext, project: ProjectResource,
-               tracking: MLflowTracking) -> dg.MaterializeResult:
-        layout = project.layout()
-        keys = list(context.partition_keys)
-        with tracking.step_run(name, layout.params, context.run.run_id, ",".join(keys)) as run:
-            manifests = run_shards(layout, keys, progress(context))
-            total = {k: sum(m[k] for m in manifests) for k in totals}
-            run.log_metrics(total)
-        return dg.MaterializeResult(metadata={**total, "shards": keys, "mlflow_run": dg.MetadataValue.url(run.url)})
-
-    return _asset
 
 
 def build(root: Path | None = None, params_file: str | None = None) -> SimpleNamespace:
@@ -173,10 +124,43 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
                                    metadata={"consistent_fraction": consistent, "kept": llm_stats.get("kept"),
                                              "prompts": llm_stats.get("prompts")})
 
-    assets = [world_pairs, encoder, caption_pool, keyword_triplets, llm_adapter, llm_triplets, caption_triplets]
-    checks = [world_pairs_valid, encoder_recall_floor, keyword_triplets_valid, llm_triplets_consistency]
+    image_pairs = sharded_asset(
+        "image_pairs", shards, [caption_triplets],
+        lambda lay, keys, log: pair_steps.image_pairs_shards(lay, keys, log=log), "image_pairs",
+        "Image pairs rendered from the caption triplets (paper 4.3): the world renderer with the reference's "
+        "seed, or Stable Diffusion with self-attention injection. N samples per triplet.",
+        ("pairs", "failed", "seconds"), pool="gpu")
+    filtered_triplets = step_asset(
+        "filtered_triplets", [image_pairs, encoder], pair_steps.filtered_triplets, "image_pairs",
+        "Pairs that clear the CLIP filter (paper 4.4), best k per triplet by sim_dir, every score kept.",
+        artifact=lambda lay: lay.filter_metrics)
+
+    @dg.asset_check(asset=filtered_triplets, blocking=True,
+                    description="Keep rate above the floor, kept images decode, and no NaN score.")
+    def filtered_triplets_valid(project: ProjectResource) -> dg.AssetCheckResult:
+        layout = project.layout()
+        m = json.loads(layout.filter_metrics.read_text())
+        table = read_shard(layout.filtered_triplets / "pairs.parquet", ["id", "target_png", "sim_dir"])
+        problems = []
+        if m["keep_rate"] < layout.params.clip_filter.min_keep_rate:
+            problems.append(f"keep rate {m['keep_rate']:.3f} < {layout.params.clip_filter.min_keep_rate}")
+        if table.num_rows:
+            first = table.slice(0, 1).to_pylist()[0]
+            decode_png(first["target_png"], f"filtered pair {first['id']}")
+        if any(v is None or v != v for v in table.column("sim_dir").to_pylist()):
+            problems.append("a kept pair has no sim_dir")
+        meta = {"keep_rate": m["keep_rate"], "kept": m["kept"], "problems": problems}
+        if "world" in m:
+            meta["kept_consistent_fraction"] = m["world"]["kept_consistent_fraction"]
+        return dg.AssetCheckResult(passed=not problems, metadata=meta)
+
+    assets = [world_pairs, encoder, caption_pool, keyword_triplets, llm_adapter, llm_triplets, caption_triplets,
+              image_pairs, filtered_triplets]
+    checks = [world_pairs_valid, encoder_recall_floor, keyword_triplets_valid, llm_triplets_consistency,
+              filtered_triplets_valid]
     jobs = [dg.define_asset_job("world", selection=dg.AssetSelection.groups("world")),
-            dg.define_asset_job("datagen", selection=dg.AssetSelection.groups("world", "caption_triplets"))]
+            dg.define_asset_job("datagen", selection=dg.AssetSelection.groups("world", "caption_triplets",
+                                                                              "image_pairs"))]
     resources = {
         "project": ProjectResource(root=str(root), params_file=params_file),
         "tracking": MLflowTracking(tracking_uri=params.tracking.tracking_uri,

@@ -16,7 +16,7 @@ from orchestration.lifecycle import materialize_all
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ["world_pairs", "caption_pool", "encoder", "keyword_triplets", "llm_adapter", "llm_triplets",
-          "caption_triplets"]  # in the order materialize_all runs them
+          "caption_triplets", "image_pairs", "filtered_triplets"]  # in the order materialize_all runs them
 DVC = ROOT / ".venv-dvc" / "bin" / "dvc"
 DAGSTER = ROOT / ".venv" / "bin" / "dagster"
 
@@ -62,7 +62,7 @@ def test_whole_asset_graph_materializes_with_checks_passing(materialized):
     assert len(results) == len(ASSETS) and all(r.success for r in results)
     checks = [e for r in results for e in r.get_asset_check_evaluations()]
     assert {c.check_name for c in checks} == {"world_pairs_valid", "encoder_recall_floor", "keyword_triplets_valid",
-                                              "llm_triplets_consistency"}
+                                              "llm_triplets_consistency", "filtered_triplets_valid"}
     assert all(c.passed for c in checks if c.check_name != "llm_triplets_consistency")  # tiny LM: a warning
     for shard in project.params.world.shards:
         assert (root / "data" / "world_pairs" / f"{shard}.parquet").is_file()
@@ -73,6 +73,9 @@ def test_whole_asset_graph_materializes_with_checks_passing(materialized):
     triplets = json.loads((root / "metrics" / "caption_triplets.json").read_text())
     assert triplets["triplets"] > 0 and triplets["keyword_valid_fraction"] == 1.0
     assert set(triplets["per_method"]) <= {"keyword", "llm"} and triplets["per_method"]["keyword"] > 0
+    filt = json.loads((root / "metrics" / "filter.json").read_text())
+    assert filt["pairs"] > 0 and 0 <= filt["world"]["kept_consistent_fraction"] <= 1
+    assert sum(filt["removed_by"].values()) + filt["kept"] == filt["pairs"]  # every pair accounted for
 
 
 def test_one_mlflow_run_per_asset_step_with_lineage_tags(materialized):

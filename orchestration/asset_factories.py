@@ -1,0 +1,57 @@
+"""Asset factories: every step function becomes a Dagster asset the same way (MLflow step run,
+progress lines, numeric results as metadata)."""
+
+import dagster as dg
+
+from orchestration.resources import ProjectResource
+from orchestration.tracking import MLflowTracking
+
+
+def progress(context):
+    """Progress lines on stdout (the CLI and the UI's stdout pane) and in the Dagster event log."""
+    def log(message: str) -> None:
+        print(message, flush=True)
+        context.log.info(message)
+    return log
+
+
+def _numbers(d: dict) -> dict:
+    return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def step_asset(name: str, deps: list, fn, group: str, description: str, pool: str | None = None,
+               artifact=None) -> dg.AssetsDefinition:
+    """An unpartitioned asset that runs one step function inside its MLflow step run."""
+
+    @dg.asset(name=name, deps=deps, group_name=group, description=description, pool=pool)
+    def _asset(context: dg.AssetExecutionContext, project: ProjectResource,
+               tracking: MLflowTracking) -> dg.MaterializeResult:
+        layout = project.layout()
+        with tracking.step_run(name, layout.params, context.run.run_id) as run:
+            result = fn(layout, log=progress(context))
+            run.log_metrics(result)
+            if artifact is not None and artifact(layout).exists():
+                run.log_artifact(artifact(layout))
+        return dg.MaterializeResult(metadata={**_numbers(result), "mlflow_run": dg.MetadataValue.url(run.url)})
+
+    return _asset
+
+
+def sharded_asset(name: str, partitions, deps: list, run_shards, group: str, description: str,
+                  totals: tuple[str, ...], pool: str | None = None) -> dg.AssetsDefinition:
+    """A shard-partitioned asset: one run materializes any range of shards (single-run backfill);
+    ``run_shards(layout, keys, log)`` returns one manifest per shard, ``totals`` are summed over them."""
+
+    @dg.asset(name=name, partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run(), deps=deps,
+              group_name=group, description=description, kinds={"parquet"}, pool=pool)
+    def _asset(context: dg.AssetExecutionContext, project: ProjectResource,
+               tracking: MLflowTracking) -> dg.MaterializeResult:
+        layout = project.layout()
+        keys = list(context.partition_keys)
+        with tracking.step_run(name, layout.params, context.run.run_id, ",".join(keys)) as run:
+            manifests = run_shards(layout, keys, progress(context))
+            total = {k: sum(m[k] for m in manifests) for k in totals}
+            run.log_metrics(total)
+        return dg.MaterializeResult(metadata={**total, "shards": keys, "mlflow_run": dg.MetadataValue.url(run.url)})
+
+    return _asset
