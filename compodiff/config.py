@@ -169,6 +169,63 @@ class ClipFilterConfig:
 
 
 @dataclass(frozen=True)
+class FeaturesConfig:
+    """Pre-extracted CLIP image features (paper 5.1: image features pre-extracted, text on the fly)."""
+
+    masks: str  # Eq. (2) masks: "world" (the renderer's exact object masks) or "clipseg:<dir or hub id>"
+    mask_noise_std: float  # Gaussian noise put in the masked region before encoding, in 0..255 pixel units
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    steps: int
+    batch_size: int  # global batch (split across processes under torchrun)
+    lr: float
+    warmup_steps: int
+    mix: tuple[float, float, float]  # Eq. (1) / Eq. (2) / Eq. (3) shares (stage 1: 1, 0, 0)
+
+
+@dataclass(frozen=True)
+class BidirectionalConfig:
+    """Reversed triplets (target + reversed instruction -> reference) with weight alpha (BLIP4CIR+Bi)."""
+
+    enabled: bool
+    alpha: float
+    reverse_prefix: str  # direction prefix for instructions that cannot be reversed exactly (LLM triplets)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    denoiser: str  # preset of compodiff.denoiser.PRESETS
+    threads: int
+    condition_dropout: float  # each condition dropped with this probability, except the mask
+    weight_decay: float
+    ema_decay: float
+    grad_clip: float
+    bf16: bool  # autocast (GPU, or CPU where supported)
+    checkpoint_every: int
+    text_cache: int  # distinct texts whose token states are kept between steps (0: none)
+    stage1: StageConfig
+    stage2: StageConfig
+    bidirectional: BidirectionalConfig
+
+
+@dataclass(frozen=True)
+class CombinerConfig:
+    """CLIP4Cir's Combiner over frozen CLIP features, trained contrastively on the same triplets."""
+
+    projection_dim: int
+    hidden_dim: int
+    dropout: float
+    logit_scale: float
+    steps: int
+    batch_size: int
+    lr: float
+    bidirectional: bool  # the reversed loss of training.bidirectional (alpha, prefix) added
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     tracking_uri: str  # MLflow; relative sqlite paths resolve against the project root
     experiment: str
@@ -185,6 +242,9 @@ class Params:
     caption_triplets: CaptionTripletsConfig
     image_pairs: ImagePairsConfig
     clip_filter: ClipFilterConfig
+    features: FeaturesConfig
+    training: TrainingConfig
+    combiner: CombinerConfig
     tracking: TrackingConfig
 
     def flat(self) -> dict:

@@ -25,14 +25,15 @@ import pyarrow as pa
 
 from datagen.shards import encode_png, is_complete, read_shard, write_shard
 
-TRIPLET_COLUMNS = ("id", "reference", "instruction", "target", "method", "source_keyword", "target_keyword")
+TRIPLET_COLUMNS = ("id", "reference", "instruction", "target", "method", "source_keyword", "target_keyword",
+                   "template_id")
 PAIR_SCHEMA = pa.schema(
     [(c, pa.string()) for c in ("id", "triplet_id")] + [("sample", pa.int32()), ("seed", pa.int64()),
                                                        ("p", pa.float32()), ("guidance", pa.float32())]
     + [(c, pa.string()) for c in ("generator", "checkpoint", "status", "reason", "reference", "instruction",
                                   "target", "method", "source_keyword", "target_keyword")]
     + [(c, pa.binary()) for c in ("reference_png", "target_png", "reference_segmap_png", "target_segmap_png")]
-    + [("world_consistent", pa.bool_()), ("world_reason", pa.string())])
+    + [("template_id", pa.int32()), ("world_consistent", pa.bool_()), ("world_reason", pa.string())])
 PAIR_COLUMNS = tuple(PAIR_SCHEMA.names)
 
 
@@ -47,6 +48,7 @@ class PairRequest:
     method: str
     source_keyword: str | None
     target_keyword: str | None
+    template_id: int  # keyword triplets: the Table 2 template; -1 otherwise
     sample: int
     seed: int
 
@@ -92,7 +94,8 @@ def requests_for(triplets: dict[str, list], samples: int, global_seed: int) -> l
         for k in range(samples):
             out.append(PairRequest(
                 triplets["id"][i], triplets["reference"][i], triplets["instruction"][i], triplets["target"][i],
-                triplets["method"][i], triplets["source_keyword"][i], triplets["target_keyword"][i], k,
+                triplets["method"][i], triplets["source_keyword"][i], triplets["target_keyword"][i],
+                int(triplets["template_id"][i]), k,
                 sample_seed(global_seed, triplets["id"][i], k)))
     return out
 
@@ -116,7 +119,7 @@ def _rows(generator: str, requests: list[PairRequest], results: list[PairResult]
         cols["checkpoint"].append(res.checkpoint)
         cols["status"].append("ok" if ok else "failed")
         cols["reason"].append(res.reason)
-        for c in ("reference", "instruction", "target", "method", "source_keyword", "target_keyword"):
+        for c in ("reference", "instruction", "target", "method", "source_keyword", "target_keyword", "template_id"):
             cols[c].append(getattr(r, c))
         cols["reference_png"].append(encode_png(res.images[0]) if ok else b"")
         cols["target_png"].append(encode_png(res.images[1]) if ok else b"")

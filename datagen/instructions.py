@@ -27,6 +27,16 @@ def fill_template(template: str, source: str, target: str) -> str:
     return template.replace("${source}", source).replace("${target}", target)
 
 
+def reversed_instruction(method: str, instruction: str, template_id: int, source_keyword: str | None,
+                         target_keyword: str | None, reverse_prefix: str) -> str:
+    """The instruction that takes the target back to the reference (bi-directional training).
+    Keyword triplets reverse exactly: the same template with the keywords swapped. Others get
+    the direction prefix of BLIP4CIR+Bi, which the model learns to read as "the other way"."""
+    if method == "keyword" and template_id >= 0 and source_keyword and target_keyword:
+        return fill_template(keyword_templates()[template_id], target_keyword, source_keyword)
+    return f"{reverse_prefix} {instruction}".strip()
+
+
 # The world's edit grammar, TRAINING family ({ref}: "the red star", {value}: the new word,
 # {object}: "a small blue circle at the top").
 TRAINING_EDIT_PHRASINGS: dict[str, tuple[str, ...]] = {

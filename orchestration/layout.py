@@ -71,3 +71,23 @@ class Layout:
     @property
     def filter_metrics(self) -> Path:
         return self.metrics / "filter.json"
+
+    # --- features and training (paper 3.2, 5.1) ---
+    def pair_features(self, shard: str) -> Path:
+        return self.data / "pair_features" / f"{shard}.npz"
+
+    @property
+    def triplet_features(self) -> Path:
+        return self.data / "triplet_features.npz"
+
+    def stage_dir(self, stage: str) -> Path:
+        """stage1, stage2, combiner: final weights, training state, manifest."""
+        return self.data / stage
+
+    @property
+    def training_metrics(self) -> Path:
+        return self.metrics / "training.json"
+
+    @property
+    def combiner_metrics(self) -> Path:
+        return self.metrics / "combiner.json"

@@ -70,6 +70,21 @@ class StepRun:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
 
+    def register_model(self, name: str, artifact_path: str, alias: str) -> str:
+        """Register the run's ``artifact_path`` as a new version of ``name`` and point ``alias`` at it."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as err:
+            if "already exists" not in str(err).lower() and "RESOURCE_ALREADY_EXISTS" not in str(err):
+                raise
+        source = f"{self.client.get_run(self.run_id).info.artifact_uri}/{artifact_path}"
+        version = self.client.create_model_version(name, source, run_id=self.run_id).version
+        self.client.set_registered_model_alias(name, alias, version)
+        return str(version)
+
+
 class MLflowTracking(dg.ConfigurableResource):
     """One MLflow run per asset step, tagged with its Dagster lineage."""
 
@@ -96,7 +111,8 @@ class MLflowTracking(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def step_run(self, asset: str, params: Params, dagster_run_id: str = "", partition: str = "",
-                 extra_tags: dict | None = None) -> Iterator[StepRun]:
+                 extra_tags: dict | None = None, system_metrics: bool = False) -> Iterator[StepRun]:
+        """``system_metrics``: CPU, memory (and GPU) sampled into the run while the step works."""
         import mlflow
 
         exp_id = self.ensure_experiment()
@@ -111,9 +127,17 @@ class MLflowTracking(dg.ConfigurableResource):
         run_id = run.info.run_id
         handle = StepRun(client, run_id, f"{self.ui_url}/#/experiments/{exp_id}/runs/{run_id}")
         status = "FAILED"
+        monitor = None
+        if system_metrics:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            monitor = SystemMetricsMonitor(run_id, sampling_interval=2, tracking_uri=self.uri())
+            monitor.start()
         try:
             handle.log_params(params.flat())
             yield handle
             status = "FINISHED"
         finally:
+            if monitor is not None:
+                monitor.finish()
             client.set_terminated(run_id, status)

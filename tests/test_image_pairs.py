@@ -24,12 +24,13 @@ TRIPLETS = {
     "method": ["llm", "keyword", "llm"],
     "source_keyword": [None, "heart", None],
     "target_keyword": [None, "hexagon", None],
+    "template_id": [-1, 0, -1],
 }
 
 
 def _request(i, sample=0):
     return PairRequest(*(TRIPLETS[c][i] for c in ("id", "reference", "instruction", "target", "method",
-                                                   "source_keyword", "target_keyword")),
+                                                   "source_keyword", "target_keyword", "template_id")),
                        sample, sample_seed(0, TRIPLETS["id"][i], sample))
 
 
@@ -81,7 +82,7 @@ def test_unparseable_target_is_a_recorded_failure_and_truth_is_reported():
 def test_world_truth_flags_inconsistent_triplets():
     req = _request(0)
     wrong = PairRequest(req.triplet_id, req.reference, "change the colour of the red star to green", req.target,
-                        "llm", None, None, 0, req.seed)
+                        "llm", None, None, -1, 0, req.seed)
     res = ProceduralGenerator(32).generate([wrong])[0]
     assert res.images is not None and res.world_consistent is False
 

@@ -91,7 +91,7 @@ def test_generator_interface_draws_p_and_guidance_from_the_seed(sd_dir):
     cfg = DiffusersConfig(checkpoints=(str(sd_dir),), steps=3, resolution=RES, p_range=(0.1, 0.9),
                           guidance_range=(7.5, 15.0), batch_pairs=2, fp16=True)
     gen = StableDiffusionPairGenerator(cfg, device="cpu")
-    reqs = [PairRequest(f"t{i}", "a red star", "make it green", "a green star", "llm", None, None, 0, 100 + i)
+    reqs = [PairRequest(f"t{i}", "a red star", "make it green", "a green star", "llm", None, None, -1, 0, 100 + i)
             for i in range(3)]
     out = gen.generate(reqs)
     for r, res in zip(reqs, out):

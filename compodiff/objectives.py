@@ -1,0 +1,138 @@
+"""The training batches of stage 1 and stage 2 (paper 3.2).
+
+Every task shares the x0 loss ||z - denoiser(z_t, t | conditions)||^2 and differs in its conditions:
+  Eq. (1) text -> image:    x0 = z_i,  text = caption,      image = 0,          mask = 0
+  Eq. (2) masked conversion: x0 = z_i,  text = caption,      image = z_i,masked, mask = m
+  Eq. (3) triplets:          x0 = z_t,  text = instruction,  image = z_i_R,      mask = 0
+Each condition is dropped with probability p (text -> "", image -> zeros) except the mask, for
+classifier-free guidance. With the bi-directional option, each Eq. (3) row also appears reversed
+(x0 = z_i_R, text = reversed instruction, image = z_t) with weight alpha.
+
+All randomness of a step comes from a generator seeded by (seed, step), drawn for the whole global
+batch; a process takes its slice. So a resumed run redraws exactly what an uninterrupted one would,
+and N processes see the same samples as one process with the same global batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+EQ1, EQ2, EQ3 = 0, 1, 2
+
+
+@dataclass
+class PairFeatures:
+    """Image-text pairs (LAION's role): Eq. (1) and Eq. (2)."""
+
+    image: torch.Tensor  # (N, D) raw CLIP image embeddings
+    masked: torch.Tensor  # (N, D) embeddings of the image with noise in the masked region
+    mask: torch.Tensor  # (N, S, S) {0, 1}
+    caption: list[str]
+
+    def __len__(self) -> int:
+        return self.image.shape[0]
+
+
+@dataclass
+class TripletFeatures:
+    """Filtered SynthTriplets: Eq. (3)."""
+
+    reference: torch.Tensor  # (M, D)
+    target: torch.Tensor  # (M, D)
+    instruction: list[str]
+    reversed_instruction: list[str]
+
+    def __len__(self) -> int:
+        return self.reference.shape[0]
+
+
+@dataclass
+class Batch:
+    x0: torch.Tensor  # (B, D)
+    image: torch.Tensor  # (B, D) image condition (zeros = null)
+    mask: torch.Tensor  # (B, S, S)
+    texts: list[str]
+    weight: torch.Tensor  # (B,) loss weight (alpha for reversed rows)
+    t: torch.Tensor  # (B,)
+    noise: torch.Tensor  # (B, D)
+    task: torch.Tensor  # (B,) EQ1 / EQ2 / EQ3 (reversed rows: EQ3)
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step]).generate_state(1)[0]))
+
+
+def make_batch(step: int, seed: int, batch_size: int, mix: tuple[float, float, float], pairs: PairFeatures | None,
+               triplets: TripletFeatures | None, timesteps: int, dropout: float, mask_size: int,
+               bidirectional_alpha: float = 0.0) -> Batch:
+    """The global batch of ``step``. Rows are [forward rows..., reversed rows...]."""
+    g = step_generator(seed, step)
+    mix_t = torch.tensor(mix, dtype=torch.float64)
+    if (mix_t < 0).any() or mix_t.sum() <= 0:
+        raise ValueError(f"task mix {mix} must be non-negative with a positive sum")
+    if mix_t[:2].sum() > 0 and (pairs is None or len(pairs) == 0):
+        raise ValueError("Eq. (1)/(2) are in the mix but there are no image-text pair features")
+    if mix_t[2] > 0 and (triplets is None or len(triplets) == 0):
+        raise ValueError("Eq. (3) is in the mix but there are no triplet features")
+    task = torch.multinomial(mix_t / mix_t.sum(), batch_size, replacement=True, generator=g)
+    n_pairs = len(pairs) if pairs is not None else 1
+    n_trip = len(triplets) if triplets is not None else 1
+    pair_idx = torch.randint(0, n_pairs, (batch_size,), generator=g)
+    trip_idx = torch.randint(0, n_trip, (batch_size,), generator=g)
+    drop_text = torch.rand(batch_size, generator=g) < dropout
+    drop_image = torch.rand(batch_size, generator=g) < dropout
+    dim = (pairs.image if pairs is not None else triplets.reference).shape[1]
+    x0 = torch.zeros(batch_size, dim)
+    image = torch.zeros(batch_size, dim)
+    mask = torch.zeros(batch_size, mask_size, mask_size)
+    texts = [""] * batch_size
+    for i in range(batch_size):
+        k = int(task[i])
+        if k in (EQ1, EQ2):
+            j = int(pair_idx[i])
+            x0[i], texts[i] = pairs.image[j], pairs.caption[j]
+            if k == EQ2:
+                image[i], mask[i] = pairs.masked[j], _resize(pairs.mask[j], mask_size)
+        else:
+            j = int(trip_idx[i])
+            x0[i], image[i], texts[i] = triplets.target[j], triplets.reference[j], triplets.instruction[j]
+    rows_x0, rows_img, rows_mask, rows_txt, rows_task = [x0], [image], [mask], texts, [task]
+    weight = [torch.ones(batch_size)]
+    rev = (task == EQ3).nonzero().flatten() if bidirectional_alpha > 0 else torch.zeros(0, dtype=torch.long)
+    if len(rev):
+        j = trip_idx[rev]
+        rows_x0.append(triplets.reference[j])
+        rows_img.append(triplets.target[j])
+        rows_mask.append(torch.zeros(len(rev), mask_size, mask_size))
+        rows_txt = rows_txt + [triplets.reversed_instruction[int(x)] for x in j]
+        rows_task.append(torch.full((len(rev),), EQ3))
+        # L = mean over the forward rows + alpha * mean over the reversed rows; the loss is
+        # sum(weight * mse) / batch_size, so a reversed row weighs alpha * batch_size / n_rev
+        weight.append(torch.full((len(rev),), float(bidirectional_alpha) * batch_size / len(rev)))
+        drop_text = torch.cat([drop_text, torch.rand(len(rev), generator=g) < dropout])
+        drop_image = torch.cat([drop_image, torch.rand(len(rev), generator=g) < dropout])
+    x0, image, mask = torch.cat(rows_x0), torch.cat(rows_img), torch.cat(rows_mask)
+    texts = ["" if d else s for s, d in zip(rows_txt, drop_text.tolist())]  # null text = encoding of ""
+    image = torch.where(drop_image[:, None], torch.zeros_like(image), image)  # null image = zeros; mask kept
+    n = x0.shape[0]
+    t = torch.randint(0, timesteps, (n,), generator=g)
+    noise = torch.randn(n, dim, generator=g)
+    return Batch(x0, image, mask, texts, torch.cat(weight), t, noise, torch.cat(rows_task))
+
+
+def _resize(m: torch.Tensor, size: int) -> torch.Tensor:
+    if m.shape[-1] == size:
+        return m.float()
+    return (torch.nn.functional.interpolate(m[None, None].float(), size=(size, size), mode="bilinear",
+                                            align_corners=False)[0, 0] > 0.5).float()
+
+
+def shard_rows(n: int, rank: int, world: int) -> slice:
+    """This process's contiguous slice of a global batch of n rows. Slices may differ by one row:
+    each process divides its summed loss by the global batch size, and DDP averages over processes,
+    so the gradient is the single-process one either way."""
+    bounds = np.linspace(0, n, world + 1).astype(int)
+    return slice(int(bounds[rank]), int(bounds[rank + 1]))

@@ -1,0 +1,94 @@
+"""Feature steps: pair_features (per shard) and triplet_features. Plain functions called by the
+Dagster assets and the CLI. Image features are pre-extracted once (paper 5.1); text is encoded
+on the fly in training."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from compodiff.config import ConfigError
+from compodiff.encoders import load_encoder
+from compodiff.feature_store import save_features
+from datagen.instructions import reversed_instruction
+from datagen.masks import ClipSegMasker, noise_masked_region, world_object_mask
+from datagen.shards import decode_png, read_shard
+from orchestration.layout import Layout
+from orchestration.steps import Log, check_shard
+
+
+def _masker(layout: Layout):
+    spec = layout.params.features.masks
+    if spec == "world":
+        return None
+    if spec.startswith("clipseg:"):
+        return ClipSegMasker(spec[len("clipseg:"):])
+    raise ConfigError(f"features.masks: {spec!r} is neither 'world' nor 'clipseg:<model dir or hub id>'")
+
+
+def pair_features(layout: Layout, shard: str, log: Log = print) -> dict:
+    """Image embeddings of one world_pairs shard, plus an Eq. (2) mask and masked-image embedding per pair."""
+    check_shard(layout, shard)
+    p = layout.params
+    src = layout.world_pairs(shard)
+    if not src.is_file():
+        raise FileNotFoundError(f"pair_features needs world_pairs first; missing: {src}")
+    t0 = time.perf_counter()
+    t = read_shard(src, ["id", "caption", "image_png", "segmap_png"]).to_pydict()
+    images = np.stack([decode_png(b, f"{src}:{i}") for b, i in zip(t["image_png"], t["id"])])
+    rng = np.random.default_rng([p.seed, 77, *shard.encode()])
+    masker = _masker(layout)
+    if masker is None:
+        masks = np.stack([world_object_mask(decode_png(b, f"{src}:{i}:segmap"), rng)
+                          for b, i in zip(t["segmap_png"], t["id"])])
+    else:  # CLIPSeg prompted with one noun of each caption (paper 3.2)
+        from orchestration.triplet_steps import load_nlp
+
+        nlp = load_nlp(p.caption_triplets.keyword.spacy)
+        nouns = [[tok.text for tok in doc if tok.pos_ == "NOUN"] or [doc.text] for doc in nlp.pipe(t["caption"])]
+        prompts = [n[int(rng.integers(len(n)))] for n in nouns]
+        masks = np.concatenate([masker(list(images[i:i + 64]), prompts[i:i + 64]) for i in range(0, len(images), 64)])
+    masked = np.stack([noise_masked_region(im, m, rng, p.features.mask_noise_std) for im, m in zip(images, masks)])
+    enc = load_encoder(p.encoder.model, p.encoder.pretrained, root=layout.root)
+    emb = enc.encode_images(images, batch_size=p.features.batch_size).numpy()
+    emb_masked = enc.encode_images(masked, batch_size=p.features.batch_size).numpy()
+    manifest = {"kind": "pair_features", "shard": shard, "encoder": p.encoder.model, "dim": int(emb.shape[1]),
+                "count": len(t["id"]), "masks": p.features.masks, "mask_fraction": float(masks.mean()),
+                "seconds": time.perf_counter() - t0}
+    save_features(layout.pair_features(shard), {"image": emb, "masked": emb_masked, "mask": np.packbits(masks, axis=-1)},
+                  {"id": t["id"], "caption": t["caption"]}, manifest)
+    log(f"pair_features[{shard}]: {len(t['id'])} pairs, dim {emb.shape[1]} ({manifest['seconds']:.1f}s)")
+    return manifest
+
+
+def pair_features_shards(layout: Layout, shards: list[str], log: Log = print) -> list[dict]:
+    return [pair_features(layout, s, log) for s in shards]
+
+
+def triplet_features(layout: Layout, log: Log = print) -> dict:
+    """Reference and target image embeddings of every filtered triplet, with both instructions."""
+    p = layout.params
+    src = layout.filtered_triplets / "pairs.parquet"
+    if not src.is_file():
+        raise FileNotFoundError(f"triplet_features needs filtered_triplets first; missing: {src}")
+    t0 = time.perf_counter()
+    t = read_shard(src, ["id", "triplet_id", "instruction", "method", "template_id", "source_keyword",
+                         "target_keyword", "reference_png", "target_png"]).to_pydict()
+    if not t["id"]:
+        raise ValueError(f"{src} holds no pairs: the CLIP filter kept nothing, so there is nothing to train on")
+    enc = load_encoder(p.encoder.model, p.encoder.pretrained, root=layout.root)
+    ref = enc.encode_images(np.stack([decode_png(b, f"{src}:{i}") for b, i in zip(t["reference_png"], t["id"])]),
+                            batch_size=p.features.batch_size).numpy()
+    tgt = enc.encode_images(np.stack([decode_png(b, f"{src}:{i}") for b, i in zip(t["target_png"], t["id"])]),
+                            batch_size=p.features.batch_size).numpy()
+    bi = p.training.bidirectional
+    reverse = [reversed_instruction(m, ins, tid, s, g, bi.reverse_prefix) for m, ins, tid, s, g in zip(
+        t["method"], t["instruction"], t["template_id"], t["source_keyword"], t["target_keyword"])]
+    manifest = {"kind": "triplet_features", "encoder": p.encoder.model, "dim": int(ref.shape[1]),
+                "count": len(t["id"]), "seconds": time.perf_counter() - t0}
+    save_features(layout.triplet_features, {"reference": ref, "target": tgt},
+                  {"id": t["id"], "triplet_id": t["triplet_id"], "instruction": t["instruction"],
+                   "reversed_instruction": reverse, "method": t["method"]}, manifest)
+    log(f"triplet_features: {len(t['id'])} triplets, dim {ref.shape[1]} ({manifest['seconds']:.1f}s)")
+    return manifest

@@ -1,0 +1,139 @@
+"""Training steps: stage1, stage2 (the denoiser, paper 3.2) and combiner (the baseline).
+Plain functions called by the Dagster assets and the CLI; ``stage1`` / ``stage2`` also run under
+``torchrun --nproc_per_node N .venv/bin/compodiff run stage2`` (DDP, rank 0 writes)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from compodiff.atomic import write_json
+from compodiff.checkpoint import load_checkpoint, save_checkpoint
+from compodiff.combiner import Combiner, CombinerSpec, save_combiner, train_combiner
+from compodiff.config import ConfigError
+from compodiff.denoiser import CompoDiffDenoiser, preset
+from compodiff.encoders import load_encoder
+from compodiff.feature_store import load_features
+from compodiff.objectives import PairFeatures, TripletFeatures
+from compodiff.training import TextTokens, TrainSpec, distributed, train_denoiser
+from orchestration.layout import Layout
+from orchestration.steps import Log
+
+Metrics = Callable[[int, dict], None]
+
+
+def load_pair_features(layout: Layout, dim: int) -> PairFeatures:
+    p = layout.params
+    image, masked, mask, captions = [], [], [], []
+    for s in p.world.shards:
+        arrays, texts, _ = load_features(layout.pair_features(s), dim, p.encoder.model, ("image", "masked"))
+        image.append(arrays["image"])
+        masked.append(arrays["masked"])
+        side = p.world.image_size
+        mask.append(np.unpackbits(arrays["mask"], axis=-1, count=side)[:, :, :side])
+        captions += texts["caption"]
+    return PairFeatures(torch.from_numpy(np.concatenate(image)), torch.from_numpy(np.concatenate(masked)),
+                        torch.from_numpy(np.concatenate(mask)), captions)
+
+
+def load_triplet_features(layout: Layout, dim: int) -> TripletFeatures:
+    arrays, texts, _ = load_features(layout.triplet_features, dim, layout.params.encoder.model,
+                                     ("reference", "target"))
+    return TripletFeatures(torch.from_numpy(arrays["reference"]), torch.from_numpy(arrays["target"]),
+                           texts["instruction"], texts["reversed_instruction"])
+
+
+def _spec(layout: Layout, stage: str) -> TrainSpec:
+    t = layout.params.training
+    s = getattr(t, stage)
+    return TrainSpec(stage, s.steps, s.batch_size, s.lr, s.warmup_steps, tuple(s.mix), t.weight_decay, t.ema_decay,
+                     t.grad_clip, t.condition_dropout, t.bf16, t.checkpoint_every, layout.params.seed,
+                     t.bidirectional.alpha if (stage == "stage2" and t.bidirectional.enabled) else 0.0)
+
+
+def train_stage(layout: Layout, stage: str, log: Log = print, on_metrics: Metrics | None = None) -> dict:
+    p = layout.params
+    torch.set_num_threads(p.training.threads)
+    rank, world = distributed()
+    enc = load_encoder(p.encoder.model, p.encoder.pretrained, root=layout.root)
+    cfg = preset(p.training.denoiser, embed_dim=enc.embed_dim, text_dim=enc.text_width)
+    if stage == "stage1":
+        torch.manual_seed(p.seed)
+        model = CompoDiffDenoiser(cfg)
+    else:  # stage 2 fine-tunes stage 1's EMA weights
+        init = layout.stage_dir("stage1") / "denoiser.safetensors"
+        if not init.is_file():
+            raise FileNotFoundError(f"stage2 starts from stage1's weights; missing: {init}")
+        model = load_checkpoint(init)
+        if model.config != cfg:
+            raise ConfigError(f"stage1 weights {init} are a {model.config} denoiser; this profile builds {cfg}")
+    spec = _spec(layout, stage)
+    pairs = load_pair_features(layout, enc.embed_dim) if spec.mix[0] + spec.mix[1] > 0 else None
+    triplets = load_triplet_features(layout, enc.embed_dim) if spec.mix[2] > 0 else None
+    tokens = TextTokens(lambda texts: enc.text_tokens(texts)[0], p.training.text_cache)
+    state_dir = layout.data / "train_state" / stage  # outside the output: survives a killed run
+
+    def progress(step: int, m: dict) -> None:
+        log(f"{stage}: step {step + 1}/{spec.steps} loss {m['loss']:.4f} lr {m['lr']:.2e}")
+        if on_metrics:
+            on_metrics(step, m)
+
+    summary = train_denoiser(model, spec, pairs, triplets, tokens, state_dir, progress)
+    ema = summary.pop("ema")
+    summary.update({"pairs": len(pairs) if pairs else 0, "triplets": len(triplets) if triplets else 0,
+                    "denoiser": p.training.denoiser, "parameters": sum(x.numel() for x in model.parameters())})
+    if rank == 0:
+        out = layout.stage_dir(stage)
+        out.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(ema.model, out / "denoiser.safetensors", {"stage": stage, "encoder": p.encoder.model})
+        shutil.copyfile(state_dir / "last.pt", out / "training_state.pt")
+        write_json(out / "manifest.json", summary)
+        if stage == "stage2":
+            first = layout.stage_dir("stage1") / "manifest.json"
+
+            write_json(layout.training_metrics, {"stage1": json.loads(first.read_text()) if first.is_file() else None,
+                                                 "stage2": summary})
+        log(f"{stage}: final loss {summary['final_loss']:.4f} in {summary['seconds']:.0f}s "
+            f"({summary['samples_per_second']:.0f} samples/s)")
+    return summary
+
+
+def stage1(layout: Layout, log: Log = print, on_metrics: Metrics | None = None) -> dict:
+    return train_stage(layout, "stage1", log, on_metrics)
+
+
+def stage2(layout: Layout, log: Log = print, on_metrics: Metrics | None = None) -> dict:
+    return train_stage(layout, "stage2", log, on_metrics)
+
+
+def combiner(layout: Layout, log: Log = print, on_metrics: Metrics | None = None) -> dict:
+    """The Combiner baseline on the same filtered triplets (and, if enabled, the reversed loss)."""
+    p = layout.params
+    c = p.combiner
+    torch.set_num_threads(p.training.threads)
+    enc = load_encoder(p.encoder.model, p.encoder.pretrained, root=layout.root)
+    trip = load_triplet_features(layout, enc.embed_dim)
+    text = enc.encode_text(trip.instruction)
+    reverse = enc.encode_text(trip.reversed_instruction) if c.bidirectional else None
+    torch.manual_seed(p.seed)
+    model = Combiner(CombinerSpec(enc.embed_dim, c.projection_dim, c.hidden_dim, c.dropout, c.logit_scale))
+
+    def progress(step: int, m: dict) -> None:
+        log(f"combiner: step {step + 1}/{c.steps} loss {m['loss']:.4f}")
+        if on_metrics:
+            on_metrics(step, m)
+
+    summary = train_combiner(model, trip.reference, trip.target, text, reverse, p.training.bidirectional.alpha,
+                             c.steps, c.batch_size, c.lr, p.seed, progress)
+    summary.update({"triplets": len(trip), "bidirectional": c.bidirectional})
+    out = layout.stage_dir("combiner")
+    out.mkdir(parents=True, exist_ok=True)
+    save_combiner(model, out / "combiner.safetensors")
+    write_json(out / "manifest.json", summary)
+    write_json(layout.combiner_metrics, summary)
+    log(f"combiner: final loss {summary['final_loss']:.4f} in {summary['seconds']:.0f}s")
+    return summary
