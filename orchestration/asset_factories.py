@@ -20,19 +20,32 @@ def _numbers(d: dict) -> dict:
 
 
 def step_asset(name: str, deps: list, fn, group: str, description: str, pool: str | None = None,
-               artifact=None) -> dg.AssetsDefinition:
-    """An unpartitioned asset that runs one step function inside its MLflow step run."""
+               artifact=None, training: bool = False, register: tuple | None = None) -> dg.AssetsDefinition:
+    """An unpartitioned asset that runs one step function inside its MLflow step run.
 
-    @dg.asset(name=name, deps=deps, group_name=group, description=description, pool=pool)
+    ``artifact(layout)``: a file or folder logged to the run. ``training``: the step reports metrics
+    per training step and the run samples system metrics. ``register = (model name, path(layout))``:
+    that file becomes a new version of the registered model, aliased "latest-good" (the run got here,
+    so its loss was finite)."""
+
+    @dg.asset(name=name, deps=deps, group_name=group, description=description, pool=pool,
+              kinds={"pytorch"} if training else None)
     def _asset(context: dg.AssetExecutionContext, project: ProjectResource,
                tracking: MLflowTracking) -> dg.MaterializeResult:
         layout = project.layout()
-        with tracking.step_run(name, layout.params, context.run.run_id) as run:
-            result = fn(layout, log=progress(context))
+        with tracking.step_run(name, layout.params, context.run.run_id, system_metrics=training) as run:
+            kwargs = {"on_metrics": lambda s, m: run.log_metrics(m, step=s)} if training else {}
+            result = fn(layout, log=progress(context), **kwargs)
             run.log_metrics(result)
             if artifact is not None and artifact(layout).exists():
                 run.log_artifact(artifact(layout))
-        return dg.MaterializeResult(metadata={**_numbers(result), "mlflow_run": dg.MetadataValue.url(run.url)})
+            meta = {}
+            if register is not None:
+                model_name, path = register
+                run.log_artifact(path(layout), "model")
+                meta["model_version"] = run.register_model(model_name, "model", "latest-good")
+        return dg.MaterializeResult(metadata={**_numbers(result), **meta,
+                                              "mlflow_run": dg.MetadataValue.url(run.url)})
 
     return _asset
 

@@ -21,11 +21,15 @@ from compodiff.config_schema import flatten
 
 # step name -> (module in orchestration, function); the sharded ones take --shard
 SHARDED = {"world_pairs": ("steps", "world_pairs"), "keyword_triplets": ("triplet_steps", "keyword_triplets_shard"),
-           "image_pairs": ("pair_steps", "image_pairs_shard")}
+           "image_pairs": ("pair_steps", "image_pairs_shard"), "pair_features": ("feature_steps", "pair_features")}
 SIMPLE = {"caption_pool": ("triplet_steps", "caption_pool"), "llm_adapter": ("triplet_steps", "llm_adapter"),
           "llm_triplets": ("triplet_steps", "llm_triplets_step"),
           "caption_triplets": ("triplet_steps", "caption_triplets"),
-          "filtered_triplets": ("pair_steps", "filtered_triplets")}
+          "filtered_triplets": ("pair_steps", "filtered_triplets"),
+          "triplet_features": ("feature_steps", "triplet_features")}
+# steps that report metrics per training step
+TRAINING = {"encoder": ("steps", "encoder"), "stage1": ("train_steps", "stage1"), "stage2": ("train_steps", "stage2"),
+            "combiner": ("train_steps", "combiner")}
 
 
 def _root() -> Path:
@@ -47,31 +51,35 @@ def cmd_profile(args) -> int:
 
 def cmd_run(args) -> int:
     """One step, without Dagster: what `dvc repro` runs. Still tracked in MLflow."""
+    import contextlib
     import importlib
 
-    from orchestration import steps
     from orchestration.layout import Layout
     from orchestration.tracking import MLflowTracking
 
     root = _root()
     params = load_params(root / "params.yaml" if not os.environ.get("COMPODIFF_PARAMS") else None)
     layout = Layout(root, params)
+    if args.step not in {**SHARDED, **SIMPLE, **TRAINING}:
+        raise ConfigError(f"unknown step {args.step!r}; steps: " + ", ".join([*SHARDED, *SIMPLE, *TRAINING]))
+    if args.step in SHARDED and not args.shard:
+        raise ConfigError(f"{args.step} needs --shard")
     tracking = MLflowTracking(tracking_uri=params.tracking.tracking_uri, experiment=params.tracking.experiment,
                               root=str(root))
-    partition = args.shard or ""
-    with tracking.step_run(args.step, params, partition=partition, extra_tags={"orchestrator": "dvc"}) as run:
-        if args.step in SHARDED and not args.shard:
-            raise ConfigError(f"{args.step} needs --shard")
-        if args.step == "encoder":
-            result = steps.encoder(layout, on_metrics=lambda s, m: run.log_metrics(m, step=s))
-        elif args.step in SHARDED or args.step in SIMPLE:
-            module, name = SHARDED.get(args.step) or SIMPLE[args.step]
-            fn = getattr(importlib.import_module(f"orchestration.{module}"), name)
-            result = fn(layout, args.shard) if args.step in SHARDED else fn(layout)
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 records the run
+    tracked = tracking.step_run(args.step, params, partition=args.shard or "", extra_tags={"orchestrator": "dvc"},
+                                system_metrics=args.step in TRAINING) if rank0 else contextlib.nullcontext()
+    with tracked as run:
+        module, name = ({**SHARDED, **SIMPLE, **TRAINING})[args.step]
+        fn = getattr(importlib.import_module(f"orchestration.{module}"), name)
+        if args.step in TRAINING:
+            result = fn(layout, on_metrics=(lambda s, m: run.log_metrics(m, step=s)) if run else None)
         else:
-            raise ConfigError(f"unknown step {args.step!r}; steps: encoder, " + ", ".join([*SHARDED, *SIMPLE]))
-        run.log_metrics(result)
-    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, default=str))
+            result = fn(layout, args.shard) if args.step in SHARDED else fn(layout)
+        if run:
+            run.log_metrics(result)
+    if rank0:
+        print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, default=str))
     return 0
 
 

@@ -16,10 +16,31 @@ import dagster as dg
 
 from compodiff.config import load_params
 from datagen.shards import decode_png, read_shard
-from orchestration import pair_steps, steps, triplet_steps
+from orchestration import feature_steps, pair_steps, steps, train_steps, triplet_steps
 from orchestration.asset_factories import progress, sharded_asset, step_asset
 from orchestration.resources import DeviceResource, ProjectResource, project_root
 from orchestration.tracking import MLflowTracking
+
+
+def _features_check(layout, which: str) -> dg.AssetCheckResult:
+    from compodiff.encoders import load_encoder
+    from compodiff.feature_store import FeatureError, load_features
+
+    dim = load_encoder(layout.params.encoder.model, layout.params.encoder.pretrained, root=layout.root).embed_dim
+    if which == "pairs":
+        files = [(layout.pair_features(s), ("image", "masked")) for s in layout.params.world.shards
+                 if layout.pair_features(s).is_file()]
+    else:
+        files = [(layout.triplet_features, ("reference", "target"))]
+    problems, rows = [], 0
+    for path, keys in files:
+        try:
+            arrays, _, _ = load_features(path, dim, layout.params.encoder.model, keys)
+            rows += len(arrays[keys[0]])
+        except FeatureError as err:
+            problems.append(str(err))
+    return dg.AssetCheckResult(passed=not problems and rows > 0, metadata={"rows": rows, "dim": dim,
+                                                                          "problems": problems})
 
 
 def build(root: Path | None = None, params_file: str | None = None) -> SimpleNamespace:
@@ -154,13 +175,54 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
             meta["kept_consistent_fraction"] = m["world"]["kept_consistent_fraction"]
         return dg.AssetCheckResult(passed=not problems, metadata=meta)
 
+    pair_features = sharded_asset(
+        "pair_features", shards, [world_pairs, encoder],
+        lambda lay, keys, log: feature_steps.pair_features_shards(lay, keys, log=log), "training",
+        "CLIP image embeddings of the image-text pairs, with an Eq. (2) mask and masked-image embedding each.",
+        ("count", "seconds"), pool="gpu")
+    triplet_features = step_asset(
+        "triplet_features", [filtered_triplets, encoder], feature_steps.triplet_features, "training",
+        "CLIP embeddings of the filtered triplets' reference and target images, with both instructions.", pool="gpu")
+
+    @dg.asset_check(asset=pair_features, blocking=True, description="NaN-free features of the encoder's dimension.")
+    def pair_features_valid(project: ProjectResource) -> dg.AssetCheckResult:
+        return _features_check(project.layout(), "pairs")
+
+    @dg.asset_check(asset=triplet_features, blocking=True, description="NaN-free features of the encoder's dimension.")
+    def triplet_features_valid(project: ProjectResource) -> dg.AssetCheckResult:
+        return _features_check(project.layout(), "triplets")
+
+    stage1 = step_asset("stage1", [pair_features, encoder], train_steps.stage1, "training",
+                        "Stage 1 (Eq. 1): text -> image embedding on the image-text pairs.", pool="gpu",
+                        artifact=lambda lay: lay.stage_dir("stage1") / "manifest.json", training=True,
+                        register=("compodiff-stage1", lambda lay: lay.stage_dir("stage1") / "denoiser.safetensors"))
+    stage2 = step_asset("stage2", [stage1, pair_features, triplet_features], train_steps.stage2, "training",
+                        "Stage 2: Eq. 1 / Eq. 2 / Eq. 3 mixed 30/30/40, from stage 1's EMA weights.", pool="gpu",
+                        artifact=lambda lay: lay.training_metrics, training=True,
+                        register=("compodiff-stage2", lambda lay: lay.stage_dir("stage2") / "denoiser.safetensors"))
+    combiner = step_asset("combiner", [triplet_features], train_steps.combiner, "training",
+                          "The Combiner baseline (CLIP4Cir) on the same triplets, optional bi-directional loss.",
+                          pool="gpu", artifact=lambda lay: lay.combiner_metrics, training=True,
+                          register=("combiner", lambda lay: lay.stage_dir("combiner") / "combiner.safetensors"))
+
+    def finite_loss(stage):
+        @dg.asset_check(asset=stage, name=f"{stage.key.path[-1]}_loss_finite", blocking=True,
+                        description="The training ended with a finite loss.")
+        def _check(project: ProjectResource) -> dg.AssetCheckResult:
+            m = json.loads((project.layout().stage_dir(stage.key.path[-1]) / "manifest.json").read_text())
+            return dg.AssetCheckResult(passed=m["final_loss"] == m["final_loss"] and abs(m["final_loss"]) < 1e6,
+                                       metadata={"final_loss": m["final_loss"], "steps": m["steps"]})
+        return _check
+
     assets = [world_pairs, encoder, caption_pool, keyword_triplets, llm_adapter, llm_triplets, caption_triplets,
-              image_pairs, filtered_triplets]
+              image_pairs, filtered_triplets, pair_features, triplet_features, stage1, stage2, combiner]
     checks = [world_pairs_valid, encoder_recall_floor, keyword_triplets_valid, llm_triplets_consistency,
-              filtered_triplets_valid]
+              filtered_triplets_valid, pair_features_valid, triplet_features_valid,
+              finite_loss(stage1), finite_loss(stage2), finite_loss(combiner)]
     jobs = [dg.define_asset_job("world", selection=dg.AssetSelection.groups("world")),
             dg.define_asset_job("datagen", selection=dg.AssetSelection.groups("world", "caption_triplets",
-                                                                              "image_pairs"))]
+                                                                              "image_pairs")),
+            dg.define_asset_job("train", selection=dg.AssetSelection.groups("training"))]
     resources = {
         "project": ProjectResource(root=str(root), params_file=params_file),
         "tracking": MLflowTracking(tracking_uri=params.tracking.tracking_uri,

@@ -56,7 +56,8 @@ def pair_features(layout: Layout, shard: str, log: Log = print) -> dict:
     manifest = {"kind": "pair_features", "shard": shard, "encoder": p.encoder.model, "dim": int(emb.shape[1]),
                 "count": len(t["id"]), "masks": p.features.masks, "mask_fraction": float(masks.mean()),
                 "seconds": time.perf_counter() - t0}
-    save_features(layout.pair_features(shard), {"image": emb, "masked": emb_masked, "mask": np.packbits(masks, axis=-1)},
+    save_features(layout.pair_features(shard),
+                  {"image": emb, "masked": emb_masked, "mask": np.packbits(masks, axis=-1)},
                   {"id": t["id"], "caption": t["caption"]}, manifest)
     log(f"pair_features[{shard}]: {len(t['id'])} pairs, dim {emb.shape[1]} ({manifest['seconds']:.1f}s)")
     return manifest

@@ -140,4 +140,9 @@ class MLflowTracking(dg.ConfigurableResource):
         finally:
             if monitor is not None:
                 monitor.finish()
+                # The monitor drops the samples of its last, unfinished interval (all of them for a
+                # step shorter than one interval): take one closing sample so every run has some.
+                monitor.collect_metrics()
+                monitor.publish_metrics(monitor.aggregate_metrics())
+                monitor.mlflow_logger.flush()
             client.set_terminated(run_id, status)

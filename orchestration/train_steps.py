@@ -4,8 +4,10 @@ Plain functions called by the Dagster assets and the CLI; ``stage1`` / ``stage2`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+from dataclasses import asdict
 from collections.abc import Callable
 
 import numpy as np
@@ -75,7 +77,11 @@ def train_stage(layout: Layout, stage: str, log: Log = print, on_metrics: Metric
     pairs = load_pair_features(layout, enc.embed_dim) if spec.mix[0] + spec.mix[1] > 0 else None
     triplets = load_triplet_features(layout, enc.embed_dim) if spec.mix[2] > 0 else None
     tokens = TextTokens(lambda texts: enc.text_tokens(texts)[0], p.training.text_cache)
-    state_dir = layout.data / "train_state" / stage  # outside the output: survives a killed run
+    # Outside the output, so a killed run resumes; keyed by everything but the step count, so a
+    # run with other settings starts afresh while a longer run of the same settings continues.
+    key = json.dumps({**asdict(spec), "steps": None, "denoiser": cfg.to_dict(), "encoder": p.encoder.model},
+                     sort_keys=True)
+    state_dir = layout.data / "train_state" / f"{stage}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
     def progress(step: int, m: dict) -> None:
         log(f"{stage}: step {step + 1}/{spec.steps} loss {m['loss']:.4f} lr {m['lr']:.2e}")

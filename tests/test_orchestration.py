@@ -16,7 +16,8 @@ from orchestration.lifecycle import materialize_all
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ["world_pairs", "caption_pool", "encoder", "keyword_triplets", "llm_adapter", "llm_triplets",
-          "caption_triplets", "image_pairs", "filtered_triplets"]  # in the order materialize_all runs them
+          "caption_triplets", "image_pairs", "filtered_triplets", "pair_features", "triplet_features", "stage1",
+          "stage2", "combiner"]  # in the order materialize_all runs them
 DVC = ROOT / ".venv-dvc" / "bin" / "dvc"
 DAGSTER = ROOT / ".venv" / "bin" / "dagster"
 
@@ -62,7 +63,9 @@ def test_whole_asset_graph_materializes_with_checks_passing(materialized):
     assert len(results) == len(ASSETS) and all(r.success for r in results)
     checks = [e for r in results for e in r.get_asset_check_evaluations()]
     assert {c.check_name for c in checks} == {"world_pairs_valid", "encoder_recall_floor", "keyword_triplets_valid",
-                                              "llm_triplets_consistency", "filtered_triplets_valid"}
+                                              "llm_triplets_consistency", "filtered_triplets_valid", "pair_features_valid",
+                                              "triplet_features_valid", "stage1_loss_finite", "stage2_loss_finite",
+                                              "combiner_loss_finite"}
     assert all(c.passed for c in checks if c.check_name != "llm_triplets_consistency")  # tiny LM: a warning
     for shard in project.params.world.shards:
         assert (root / "data" / "world_pairs" / f"{shard}.parquet").is_file()
@@ -76,6 +79,9 @@ def test_whole_asset_graph_materializes_with_checks_passing(materialized):
     filt = json.loads((root / "metrics" / "filter.json").read_text())
     assert filt["pairs"] > 0 and 0 <= filt["world"]["kept_consistent_fraction"] <= 1
     assert sum(filt["removed_by"].values()) + filt["kept"] == filt["pairs"]  # every pair accounted for
+    training = json.loads((root / "metrics" / "training.json").read_text())
+    assert training["stage1"]["steps"] == 4 and training["stage2"]["steps"] == 4
+    assert training["stage2"]["triplets"] > 0 and training["stage2"]["pairs"] == 192
 
 
 def test_one_mlflow_run_per_asset_step_with_lineage_tags(materialized):
@@ -93,6 +99,15 @@ def test_one_mlflow_run_per_asset_step_with_lineage_tags(materialized):
     assert by_asset["world_pairs"].data.tags["dagster.partition"] == "s00,s01"
     assert enc.data.params["encoder.train.steps"] == "4"
     assert "t2i_R_at_10" in enc.data.metrics and "loss" in enc.data.metrics
+    stage2 = by_asset["stage2"]
+    assert stage2.data.params["training.stage2.mix"] == "(0.3, 0.3, 0.4)"
+    assert "loss" in stage2.data.metrics and "lr" in stage2.data.metrics
+    assert any(k.startswith("system/") for k in stage2.data.metrics)  # system metrics sampled
+    history = client.get_metric_history(stage2.info.run_id, "loss")
+    assert len(history) >= 2  # per training step, not just the final value
+    for name, asset in (("compodiff-stage1", "stage1"), ("compodiff-stage2", "stage2"), ("combiner", "combiner")):
+        version = client.get_model_version_by_alias(name, "latest-good")
+        assert version.run_id == by_asset[asset].info.run_id
 
 
 def test_a_missing_upstream_fails_clearly(tmp_path):

@@ -20,7 +20,8 @@ D, S = CFG.embed_dim, CFG.mask_size
 def data(n=64, seed=0):
     g = torch.Generator().manual_seed(seed)
     image = torch.randn(n, D, generator=g)
-    pairs = PairFeatures(image, image + 0.1 * torch.randn(n, D, generator=g), (torch.rand(n, 16, 16, generator=g) > 0.7),
+    masks = torch.rand(n, 16, 16, generator=g) > 0.7
+    pairs = PairFeatures(image, image + 0.1 * torch.randn(n, D, generator=g), masks,
                          [f"caption {i % 7}" for i in range(n)])
     ref = torch.randn(n, D, generator=g)
     trip = TripletFeatures(ref, -ref, [f"edit {i % 5}" for i in range(n)], [f"undo: edit {i % 5}" for i in range(n)])
@@ -130,8 +131,8 @@ def test_two_processes_with_gloo_match_one_process(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     torchrun = Path(sys.executable).with_name("torchrun")
     for procs in (1, 2):
-        subprocess.run([str(torchrun), "--standalone", f"--nproc_per_node={procs}", str(WORKER), str(tmp_path / str(procs))],
-                       check=True, env=env, capture_output=True, timeout=240)
+        subprocess.run([str(torchrun), "--standalone", f"--nproc_per_node={procs}", str(WORKER),
+                        str(tmp_path / str(procs))], check=True, env=env, capture_output=True, timeout=240)
     one = torch.load(tmp_path / "1" / "weights.pt", weights_only=True)
     two = torch.load(tmp_path / "2" / "weights.pt", weights_only=True)
     for k in one:
