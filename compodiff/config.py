@@ -222,7 +222,31 @@ class CombinerConfig:
     steps: int
     batch_size: int
     lr: float
-    bidirectional: bool  # the reversed loss of training.bidirectional (alpha, prefix) added
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """The world benchmark, its index, and the sampling settings of the CompoDiff queries."""
+
+    queries_per_type: int
+    true_targets: int  # renderings of each edited scene in the gallery
+    distractors: int
+    index: str  # flat | ivfpq | hnsw (compodiff.retrieval.IndexSpec)
+    w_image: float
+    w_text: float
+    steps: int
+    mix_reference: float  # (1 - s) target + s reference (the release's demo: 0.1; 0.05 with a mask)
+    topk: int
+
+
+@dataclass(frozen=True)
+class AblationsConfig:
+    steps: tuple[int, ...]  # sampling steps (Table 4)
+    w_image: tuple[float, ...]  # guidance sweep (Fig. 10)
+    w_text: tuple[float, ...]
+    train_steps: int  # length of the short stage-2 runs of the training ablations
+    triplet_fractions: tuple[float, ...]  # triplet-set scale (Table 6)
+    alphas: tuple[float, ...]  # bi-directional weight
 
 
 @dataclass(frozen=True)
@@ -245,6 +269,8 @@ class Params:
     features: FeaturesConfig
     training: TrainingConfig
     combiner: CombinerConfig
+    benchmark: BenchmarkConfig
+    ablations: AblationsConfig
     tracking: TrackingConfig
 
     def flat(self) -> dict:

@@ -51,14 +51,29 @@ TRAINING_EDIT_PHRASINGS: dict[str, tuple[str, ...]] = {
 }
 
 
+# The world benchmark's phrasings: a family disjoint from TRAINING (zero-shot, as the paper evaluates).
+# {ref}: "the red star", {value}: one word ({a_value}: with its article), {object}: "a small blue circle".
+BENCHMARK_EDIT_PHRASINGS: dict[str, tuple[str, ...]] = {
+    "colour": ("recolour {ref} {value}", "i want {ref} in {value}"),
+    "replace": ("have {a_value} instead of {ref}", "put {a_value} where {ref} is"),
+    "add": ("there should also be {object}", "also show {object}"),
+    "remove": ("get rid of {ref}", "leave out {ref}"),
+    "background": ("set the backdrop to {value}", "the backdrop should be {value}"),
+    "size": ("scale {ref} to {value}", "i want {ref} {value}"),
+    "mask": ("put {object} in the marked area", "the marked area should hold {object}"),
+}
+
+
 def training_patterns() -> list[re.Pattern]:
-    """Regular expressions matching every TRAINING phrasing (placeholders as wildcards)."""
+    """Regular expressions matching every TRAINING phrasing. A keyword placeholder is one object
+    term (one word); the grammar's {ref} and {object} are phrases."""
     pats = []
     for t in keyword_templates():
-        pats.append(re.escape(t).replace(r"\$\{source\}", ".+").replace(r"\$\{target\}", ".+"))
+        pats.append(re.escape(t).replace(r"\$\{source\}", "[a-z]+").replace(r"\$\{target\}", "[a-z]+"))
     for templates in TRAINING_EDIT_PHRASINGS.values():
         for t in templates:
-            pats.append(re.escape(t).replace(r"\{ref\}", ".+").replace(r"\{value\}", ".+")
+            pats.append(re.escape(t).replace(r"\{ref\}", ".+").replace(r"\{value\}", "[a-z]+")
+                        .replace(r"\{a_value\}", "an? [a-z]+")
                         .replace(r"\{object\}", ".+"))
     return [re.compile("^" + p + "$") for p in pats]
 

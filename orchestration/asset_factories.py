@@ -20,13 +20,14 @@ def _numbers(d: dict) -> dict:
 
 
 def step_asset(name: str, deps: list, fn, group: str, description: str, pool: str | None = None,
-               artifact=None, training: bool = False, register: tuple | None = None) -> dg.AssetsDefinition:
+               artifact=None, training: bool = False, register: tuple | None = None,
+               image=None) -> dg.AssetsDefinition:
     """An unpartitioned asset that runs one step function inside its MLflow step run.
 
     ``artifact(layout)``: a file or folder logged to the run. ``training``: the step reports metrics
     per training step and the run samples system metrics. ``register = (model name, path(layout))``:
     that file becomes a new version of the registered model, aliased "latest-good" (the run got here,
-    so its loss was finite)."""
+    so its loss was finite). ``image(layout)``: a PNG shown in the asset's metadata."""
 
     @dg.asset(name=name, deps=deps, group_name=group, description=description, pool=pool,
               kinds={"pytorch"} if training else None)
@@ -44,6 +45,11 @@ def step_asset(name: str, deps: list, fn, group: str, description: str, pool: st
                 model_name, path = register
                 run.log_artifact(path(layout), "model")
                 meta["model_version"] = run.register_model(model_name, "model", "latest-good")
+            if image is not None and image(layout).is_file():
+                import base64
+
+                b64 = base64.b64encode(image(layout).read_bytes()).decode()
+                meta["plot"] = dg.MetadataValue.md(f"![plot](data:image/png;base64,{b64})")
         return dg.MaterializeResult(metadata={**_numbers(result), **meta,
                                               "mlflow_run": dg.MetadataValue.url(run.url)})
 

@@ -26,7 +26,10 @@ SIMPLE = {"caption_pool": ("triplet_steps", "caption_pool"), "llm_adapter": ("tr
           "llm_triplets": ("triplet_steps", "llm_triplets_step"),
           "caption_triplets": ("triplet_steps", "caption_triplets"),
           "filtered_triplets": ("pair_steps", "filtered_triplets"),
-          "triplet_features": ("feature_steps", "triplet_features")}
+          "triplet_features": ("feature_steps", "triplet_features"),
+          "world_benchmark": ("eval_steps", "world_benchmark"), "gallery_features": ("eval_steps", "gallery_features"),
+          "faiss_index": ("eval_steps", "faiss_index"), "benchmark_metrics": ("eval_steps", "benchmark_metrics"),
+          "ablations": ("ablation_steps", "ablations")}
 # steps that report metrics per training step
 TRAINING = {"encoder": ("steps", "encoder"), "stage1": ("train_steps", "stage1"), "stage2": ("train_steps", "stage2"),
             "combiner": ("train_steps", "combiner")}

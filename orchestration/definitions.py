@@ -16,7 +16,7 @@ import dagster as dg
 
 from compodiff.config import load_params
 from datagen.shards import decode_png, read_shard
-from orchestration import feature_steps, pair_steps, steps, train_steps, triplet_steps
+from orchestration import ablation_steps, eval_steps, feature_steps, pair_steps, steps, train_steps, triplet_steps
 from orchestration.asset_factories import progress, sharded_asset, step_asset
 from orchestration.resources import DeviceResource, ProjectResource, project_root
 from orchestration.tracking import MLflowTracking
@@ -214,15 +214,59 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
                                        metadata={"final_loss": m["final_loss"], "steps": m["steps"]})
         return _check
 
+    world_benchmark = step_asset("world_benchmark", [], eval_steps.world_benchmark, "evaluation",
+                                 "The world benchmark: queries of nine types, several true targets each from the "
+                                 "scene graphs, exported in the FashionIQ, CIRR, CIRCO and GeneCIS formats.")
+    gallery_features = step_asset("gallery_features", [world_benchmark, encoder], eval_steps.gallery_features,
+                                  "evaluation", "CLIP embeddings of the benchmark gallery.", pool="gpu")
+    faiss_index = step_asset("faiss_index", [gallery_features], eval_steps.faiss_index, "evaluation",
+                             "FAISS index of the gallery (flat, IVF-PQ or HNSW from params).")
+    benchmark_metrics = step_asset(
+        "benchmark_metrics", [world_benchmark, gallery_features, faiss_index, stage1, stage2, combiner],
+        eval_steps.benchmark_metrics, "evaluation",
+        "Every method on the world benchmark in one run (mAP@K, R@K, per query type), and the same queries "
+        "scored through the four official-format evaluators.", pool="gpu",
+        artifact=lambda lay: lay.benchmark_metrics)
+    ablations = step_asset(
+        "ablations", [world_benchmark, gallery_features, faiss_index, stage1, stage2, pair_features, triplet_features],
+        ablation_steps.ablations, "evaluation",
+        "Sampling steps, guidance sweep, triplet scale, stage-2 mixture and bi-directional alpha.", pool="gpu",
+        artifact=lambda lay: lay.plots, image=lambda lay: lay.plots / "ablations.png")
+
+    @dg.asset_check(asset=faiss_index, blocking=True, description="The index holds the whole gallery.")
+    def faiss_index_size(project: ProjectResource) -> dg.AssetCheckResult:
+        from compodiff.feature_store import load_features
+        from compodiff.retrieval import GalleryIndex
+
+        layout = project.layout()
+        arrays, _, _ = load_features(layout.gallery_features)
+        size = GalleryIndex.load(layout.faiss_index).info.size
+        return dg.AssetCheckResult(passed=size == len(arrays["image"]) > 0,
+                                   metadata={"index_size": size, "gallery": len(arrays["image"])})
+
+    @dg.asset_check(asset=benchmark_metrics, description="CompoDiff stage 2 beats every baseline on world mAP@10, "
+                    "and the negative text at least halves the negated object in the top 10 (a warning).")
+    def benchmark_floor(project: ProjectResource) -> dg.AssetCheckResult:
+        c = json.loads(project.layout().benchmark_checks.read_text())
+        neg = c["negative_text"]
+        ok = c["stage2_beats_baselines"] and neg["share_with"] <= 0.5 * neg["share_without"]
+        return dg.AssetCheckResult(passed=bool(ok), severity=dg.AssetCheckSeverity.WARN,
+                                   metadata={"best_baseline_mAP@10": c["best_baseline_mAP@10"],
+                                             "negated_share_with": neg["share_with"],
+                                             "negated_share_without": neg["share_without"]})
+
     assets = [world_pairs, encoder, caption_pool, keyword_triplets, llm_adapter, llm_triplets, caption_triplets,
-              image_pairs, filtered_triplets, pair_features, triplet_features, stage1, stage2, combiner]
+              image_pairs, filtered_triplets, pair_features, triplet_features, stage1, stage2, combiner,
+              world_benchmark, gallery_features, faiss_index, benchmark_metrics, ablations]
     checks = [world_pairs_valid, encoder_recall_floor, keyword_triplets_valid, llm_triplets_consistency,
               filtered_triplets_valid, pair_features_valid, triplet_features_valid,
-              finite_loss(stage1), finite_loss(stage2), finite_loss(combiner)]
+              finite_loss(stage1), finite_loss(stage2), finite_loss(combiner), faiss_index_size, benchmark_floor]
     jobs = [dg.define_asset_job("world", selection=dg.AssetSelection.groups("world")),
             dg.define_asset_job("datagen", selection=dg.AssetSelection.groups("world", "caption_triplets",
                                                                               "image_pairs")),
-            dg.define_asset_job("train", selection=dg.AssetSelection.groups("training"))]
+            dg.define_asset_job("train", selection=dg.AssetSelection.groups("training")),
+            dg.define_asset_job("evaluate", selection=dg.AssetSelection.groups("evaluation")),
+            dg.define_asset_job("all", selection=dg.AssetSelection.all())]
     resources = {
         "project": ProjectResource(root=str(root), params_file=params_file),
         "tracking": MLflowTracking(tracking_uri=params.tracking.tracking_uri,

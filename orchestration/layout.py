@@ -91,3 +91,37 @@ class Layout:
     @property
     def combiner_metrics(self) -> Path:
         return self.metrics / "combiner.json"
+
+    # --- evaluation (paper 5) ---
+    @property
+    def world_benchmark(self) -> Path:
+        return self.data / "world_benchmark"
+
+    @property
+    def world_benchmark_exports(self) -> Path:
+        """The benchmark in the official FashionIQ / CIRR / CIRCO / GeneCIS file formats."""
+        return self.world_benchmark / "exports"
+
+    @property
+    def gallery_features(self) -> Path:
+        return self.data / "gallery_features.npz"
+
+    @property
+    def faiss_index(self) -> Path:
+        return self.data / "faiss_index" / "gallery.faiss"
+
+    @property
+    def benchmark_metrics(self) -> Path:
+        return self.metrics / "benchmark.json"
+
+    @property
+    def benchmark_checks(self) -> Path:
+        return self.metrics / "benchmark_checks.json"
+
+    @property
+    def ablations(self) -> Path:
+        return self.metrics / "ablations.json"
+
+    @property
+    def plots(self) -> Path:
+        return self.metrics / "plots"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import asdict
 from collections.abc import Callable
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -117,29 +117,35 @@ def stage2(layout: Layout, log: Log = print, on_metrics: Metrics | None = None) 
 
 
 def combiner(layout: Layout, log: Log = print, on_metrics: Metrics | None = None) -> dict:
-    """The Combiner baseline on the same filtered triplets (and, if enabled, the reversed loss)."""
+    """The Combiner baseline on the same filtered triplets, trained twice: without and with the
+    reversed loss of BLIP4CIR+Bi (alpha and prefix of training.bidirectional), for the results table."""
     p = layout.params
     c = p.combiner
     torch.set_num_threads(p.training.threads)
     enc = load_encoder(p.encoder.model, p.encoder.pretrained, root=layout.root)
     trip = load_triplet_features(layout, enc.embed_dim)
     text = enc.encode_text(trip.instruction)
-    reverse = enc.encode_text(trip.reversed_instruction) if c.bidirectional else None
-    torch.manual_seed(p.seed)
-    model = Combiner(CombinerSpec(enc.embed_dim, c.projection_dim, c.hidden_dim, c.dropout, c.logit_scale))
-
-    def progress(step: int, m: dict) -> None:
-        log(f"combiner: step {step + 1}/{c.steps} loss {m['loss']:.4f}")
-        if on_metrics:
-            on_metrics(step, m)
-
-    summary = train_combiner(model, trip.reference, trip.target, text, reverse, p.training.bidirectional.alpha,
-                             c.steps, c.batch_size, c.lr, p.seed, progress)
-    summary.update({"triplets": len(trip), "bidirectional": c.bidirectional})
+    reverse = enc.encode_text(trip.reversed_instruction)
     out = layout.stage_dir("combiner")
     out.mkdir(parents=True, exist_ok=True)
-    save_combiner(model, out / "combiner.safetensors")
+    summary = {"triplets": len(trip), "alpha": p.training.bidirectional.alpha}
+    for name, rev in (("combiner", None), ("combiner_bidirectional", reverse)):
+        torch.manual_seed(p.seed)
+        model = Combiner(CombinerSpec(enc.embed_dim, c.projection_dim, c.hidden_dim, c.dropout, c.logit_scale))
+
+        def progress(step: int, m: dict, name=name) -> None:
+            log(f"{name}: step {step + 1}/{c.steps} loss {m['loss']:.4f}")
+            if on_metrics:
+                on_metrics(step, {f"{name}.loss": m["loss"]})
+
+        s = train_combiner(model, trip.reference, trip.target, text, rev, p.training.bidirectional.alpha,
+                           c.steps, c.batch_size, c.lr, p.seed, progress)
+        save_combiner(model, out / f"{name}.safetensors")
+        summary.update({f"{name}.{k}": v for k, v in s.items()})
+    summary["final_loss"] = summary["combiner.final_loss"]
+    summary["steps"] = c.steps
     write_json(out / "manifest.json", summary)
     write_json(layout.combiner_metrics, summary)
-    log(f"combiner: final loss {summary['final_loss']:.4f} in {summary['seconds']:.0f}s")
+    log(f"combiner: final loss {summary['combiner.final_loss']:.4f} / bi-directional "
+        f"{summary['combiner_bidirectional.final_loss']:.4f}")
     return summary
