@@ -138,6 +138,11 @@ def resolve_model_name(model: str, root: str | Path | None = None) -> str:
     return model
 
 
+def encoder_id(model: str, pretrained: str | None = None) -> str:
+    """The name an index records for the encoder of its features (``Encoder.model_id``)."""
+    return model if pretrained is None else f"{model}/{pretrained}"
+
+
 def load_encoder(model: str, pretrained: str | None = None, device: str | torch.device = "cpu",
                  root: str | Path | None = None) -> Encoder:
     """Load any open_clip model: ``("ViT-L-14", "openai")``, ``("ViT-L-14", "/path/weights.bin")``
@@ -156,7 +161,7 @@ def load_encoder(model: str, pretrained: str | None = None, device: str | torch.
         raise EncoderError(f"could not load encoder {model!r} (pretrained={pretrained!r}): {err}. "
                            "Without network access, give a local weights file or directory.") from err
     clip.eval()
-    model_id = model if pretrained is None else f"{model}/{pretrained}"
+    model_id = encoder_id(model, pretrained)
     return Encoder(clip, preprocess, open_clip.get_tokenizer(name), model_id, torch.device(device))
 
 

@@ -34,6 +34,7 @@ class IndexSpec:
     hnsw_m: int = 32  # hnsw: links per node
     ef_construction: int = 80
     ef_search: int = 128
+    refine_factor: int = 0  # > 0: re-rank k * refine_factor candidates exactly (keeps the vectors)
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,8 @@ def normalize(x: np.ndarray) -> np.ndarray:
 
 
 class GalleryIndex:
-    def __init__(self, index: faiss.Index, info: IndexInfo):
-        self.index, self.info = index, info
+    def __init__(self, index: faiss.Index, info: IndexInfo, vectors: np.ndarray | None = None):
+        self.index, self.info, self.vectors = index, info, vectors
 
     # --- building ------------------------------------------------------------------
     @staticmethod
@@ -81,7 +82,8 @@ class GalleryIndex:
             _add(part, x[a:b], np.arange(a, b))
             parts.append(part)
         index = merge(parts, spec)
-        return GalleryIndex(index, IndexInfo(encoder, d, True, int(index.ntotal), asdict(spec)))
+        return GalleryIndex(index, IndexInfo(encoder, d, True, int(index.ntotal), asdict(spec)),
+                            x if spec.refine_factor > 0 else None)
 
     # --- searching -----------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, encoder: str) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +97,15 @@ class GalleryIndex:
         if k < 1 or k > self.info.size:
             raise IndexError_(f"k={k} but the gallery holds {self.info.size} items")
         _tune(self.index, self.info.spec)
-        scores, ids = self.index.search(q, k)
+        refine = self.info.spec.get("refine_factor", 0)
+        if refine > 0 and self.vectors is not None:
+            _, cand = self.index.search(q, min(self.info.size, k * refine))
+            cand = np.where(cand < 0, cand.max(), cand)  # unfilled slots: repeat a real candidate
+            exact = np.einsum("qd,qkd->qk", q, self.vectors[cand])
+            top = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+            scores, ids = np.take_along_axis(exact, top, 1), np.take_along_axis(cand, top, 1)
+        else:
+            scores, ids = self.index.search(q, k)
         order = np.lexsort((ids, -scores), axis=1)  # deterministic tie-break by gallery index
         return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
 
@@ -106,6 +116,9 @@ class GalleryIndex:
             faiss.write_index(self.index, str(tmp))
         with atomic_path(path.with_suffix(".json")) as tmp:
             tmp.write_text(json.dumps(asdict(self.info), indent=2))
+        if self.vectors is not None:
+            with atomic_path(path.with_suffix(".vectors.npy"), suffix=".npy") as tmp:
+                np.save(tmp, self.vectors)
         return path
 
     @staticmethod
@@ -118,7 +131,10 @@ class GalleryIndex:
         index = faiss.read_index(str(path))
         if index.ntotal != info.size or index.d != info.dim:
             raise IndexError_(f"{path} holds {index.ntotal} x {index.d}, its record says {info.size} x {info.dim}")
-        return GalleryIndex(index, info)
+        vectors = None
+        if info.spec.get("refine_factor", 0) > 0:
+            vectors = np.load(path.with_suffix(".vectors.npy"), mmap_mode="r")
+        return GalleryIndex(index, info, vectors)
 
 
 def _empty(spec: IndexSpec, d: int) -> faiss.Index:

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compodiff.masking import noise_masked_region  # noqa: F401 - the features step's entry point
+
 
 def world_object_mask(segmap: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The exact mask of one visible object, picked at random; all zeros when none is visible."""
@@ -19,16 +21,6 @@ def world_object_mask(segmap: np.ndarray, rng: np.random.Generator) -> np.ndarra
     if not present:
         return np.zeros(segmap.shape, dtype=bool)
     return segmap == present[int(rng.integers(len(present)))]
-
-
-def noise_masked_region(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, std: float) -> np.ndarray:
-    """uint8 image with N(127.5, std) noise where ``mask`` is set."""
-    if mask.shape != image.shape[:2]:
-        raise ValueError(f"mask {mask.shape} does not match image {image.shape[:2]}")
-    out = image.copy()
-    noise = np.clip(rng.normal(127.5, std, size=(int(mask.sum()), image.shape[2])), 0, 255)
-    out[mask] = noise.astype(np.uint8)
-    return out
 
 
 class ClipSegMasker:

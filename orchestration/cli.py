@@ -2,6 +2,7 @@
 
   compodiff lifecycle          run every step through Dagster (history kept in .dagster_home)
   compodiff run STEP [--shard] one step, as the DVC stages call it
+  compodiff search --text T    composed search over the indexed gallery (--sheet writes a contact sheet)
   compodiff profile NAME       switch profile: copy profiles/NAME.yaml over params.yaml
 """
 
@@ -86,6 +87,49 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    """Composed search over the indexed gallery with the stage-2 denoiser; optional contact sheet."""
+    import numpy as np
+    from PIL import Image
+
+    from compodiff.checkpoint import load_checkpoint
+    from compodiff.encoders import load_encoder
+    from compodiff.pipeline import CompoDiffPipeline
+    from compodiff.retrieval import GalleryIndex
+    from compodiff.search import composed_search, contact_sheet
+    from datagen.shards import decode_png, read_shard
+    from orchestration.layout import Layout
+
+    root = _root()
+    params = load_params(root / "params.yaml")
+    layout = Layout(root, params)
+    gallery = read_shard(layout.world_benchmark / "gallery.parquet", ["image_png"]).column("image_png").to_pylist()
+    if args.image:
+        if not Path(args.image).is_file():
+            raise FileNotFoundError(f"reference image not found: {args.image}")
+        ref = np.asarray(Image.open(args.image).convert("RGB"))
+    else:
+        ref = decode_png(gallery[args.gallery_item])
+    mask = None
+    if args.mask:
+        if not Path(args.mask).is_file():
+            raise FileNotFoundError(f"mask image not found: {args.mask}")
+        mask = np.asarray(Image.open(args.mask).convert("L").resize(ref.shape[1::-1])) > 127
+    enc = load_encoder(params.encoder.model, params.encoder.pretrained, root=root)
+    pipe = CompoDiffPipeline(load_checkpoint(layout.stage_dir(args.stage) / "denoiser.safetensors"), enc)
+    index = GalleryIndex.load(layout.faiss_index)
+    scores, ids = composed_search(pipe, index, [ref], [args.text], [args.negative] if args.negative else None,
+                                  [mask], k=args.k, w_image=args.w_image, w_text=args.w_text, steps=args.steps)
+    for rank, (s, g) in enumerate(zip(scores[0], ids[0]), 1):
+        print(f"{rank:3d}  gallery {int(g):6d}  score {float(s):.4f}")
+    if args.sheet:
+        sheet = contact_sheet(ref, args.text + (f"  (not: {args.negative})" if args.negative else ""),
+                              [decode_png(gallery[int(g)]) for g in ids[0]], [float(s) for s in scores[0]])
+        sheet.save(args.sheet)
+        print(f"contact sheet: {args.sheet}")
+    return 0
+
+
 def cmd_lifecycle(args) -> int:
     """Materialize every asset in dependency order, each step one Dagster run in the
     persistent instance, so the Dagster UI shows what this command produced."""
@@ -141,6 +185,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("step")
     p.add_argument("--shard")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("search", help="composed search over the indexed world-benchmark gallery")
+    p.add_argument("--text", required=True, help="the instruction")
+    p.add_argument("--image", help="reference image file (default: a gallery item, see --gallery-item)")
+    p.add_argument("--gallery-item", type=int, default=0, help="use this gallery image as the reference")
+    p.add_argument("--negative", help="negative text (replaces the null text in guidance)")
+    p.add_argument("--mask", help="mask image (white = the region the text is about)")
+    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--stage", default="stage2", choices=["stage1", "stage2"])
+    p.add_argument("--w-image", type=float, default=1.5)
+    p.add_argument("--w-text", type=float, default=7.5)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--sheet", help="write a contact sheet PNG of the results here")
+    p.set_defaults(func=cmd_search)
     p = sub.add_parser("profile", help="switch params.yaml to profiles/NAME.yaml")
     p.add_argument("name")
     p.set_defaults(func=cmd_profile)

@@ -13,7 +13,7 @@ from compodiff.atomic import atomic_dir, write_json
 from compodiff.benchmarks import circo, cirr, fashioniq, genecis
 from compodiff.checkpoint import load_checkpoint
 from compodiff.combiner import load_combiner
-from compodiff.encoders import load_encoder
+from compodiff.encoders import encoder_id, load_encoder
 from compodiff.evaluation import cir_metrics, sum_query
 from compodiff.feature_store import load_features, save_features
 from compodiff.pipeline import CompoDiffPipeline
@@ -84,7 +84,8 @@ def faiss_index(layout: Layout, log: Log = print) -> dict:
     p = layout.params
     arrays, _, meta = load_features(layout.gallery_features, None, p.encoder.model, ("image",))
     t0 = time.perf_counter()
-    index = GalleryIndex.build(arrays["image"], p.encoder.model, IndexSpec(kind=p.benchmark.index))
+    index = GalleryIndex.build(arrays["image"], encoder_id(p.encoder.model, p.encoder.pretrained),
+                               IndexSpec(kind=p.benchmark.index))
     index.save(layout.faiss_index)
     out = {"size": index.info.size, "dim": index.info.dim, "kind": p.benchmark.index,
            "seconds": time.perf_counter() - t0}
@@ -121,7 +122,7 @@ class Queries:
         self.kinds = self.rows["kind"]
 
     def search(self, queries: torch.Tensor, k: int) -> np.ndarray:
-        return self.index.search(queries.numpy(), k, self.index.info.encoder)[1]
+        return self.index.search(queries.numpy(), k, self.enc.model_id)[1]
 
 
 def compodiff_queries(pipe: CompoDiffPipeline, q: Queries, b, negative: bool, mask: bool, steps: int | None = None,
