@@ -25,6 +25,12 @@ for env in .venv .venv-dvc; do
     touch "$stamp"
   fi
 done
+# The UI test drives Debian's Chromium (Playwright uses it, nothing is downloaded); skipped where
+# it cannot be installed (no root, no apt).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+    || echo "note: chromium not installed; the Dagster UI test will be skipped"
+fi
 mkdir -p .dagster_home
 [ -s .dagster_home/dagster.yaml ] || printf 'telemetry:\n  enabled: false\n' > .dagster_home/dagster.yaml
 echo "set-up done: $(.venv/bin/python -c 'import torch, dagster, mlflow; print("torch", torch.__version__, "| dagster", dagster.__version__, "| mlflow", mlflow.__version__)') | $(.venv/bin/dvc --version | sed 's/^/dvc /')"
