@@ -250,6 +250,19 @@ class AblationsConfig:
 
 
 @dataclass(frozen=True)
+class SourcesConfig:
+    """The real datasets of the paper profiles, from local paths (the world profile has none)."""
+
+    image_text_pairs: str  # LAION-2B image-text shards (parquet / webdataset), the stage-1 and Eq. 1-2 data
+    captions: str  # caption sources of the keyword triplets (COYO-700M, SD prompts, LAION-COCO)
+    fashioniq: str | None = None
+    cirr: str | None = None
+    circo: str | None = None
+    genecis: str | None = None
+    text_encoder2: str | None = None  # T5-XL (the CLIP + T5 variant): local dir or hub id
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     tracking_uri: str  # MLflow; relative sqlite paths resolve against the project root
     experiment: str
@@ -272,6 +285,7 @@ class Params:
     benchmark: BenchmarkConfig
     ablations: AblationsConfig
     tracking: TrackingConfig
+    sources: SourcesConfig | None = None  # paper profiles: the real datasets
 
     def flat(self) -> dict:
         return flatten(to_dict(self))

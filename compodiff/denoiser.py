@@ -46,6 +46,8 @@ PRESETS: dict[str, DenoiserConfig] = {
     # The paper's ViT-L model with CLIP-L/14 text tokens, and with T5-XL tokens added.
     "vitl-clip": DenoiserConfig(text_dim=768),
     "vitl-clip-t5": DenoiserConfig(text_dim=768, text2_dim=2048),
+    # The paper's ViT-G model: hidden size 1280 (the OpenCLIP ViT-bigG embedding), bigG text tokens.
+    "vitg": DenoiserConfig(embed_dim=1280, text_dim=1280),
     # The embedded world: 256-d world CLIP, small enough to train on a laptop CPU.
     "world": DenoiserConfig(embed_dim=256, depth=4, heads=8, dim_head=32, cross_heads=4, text_dim=128,
                             mask_size=64),

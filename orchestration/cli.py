@@ -3,6 +3,7 @@
   compodiff lifecycle          run every step through Dagster (history kept in .dagster_home)
   compodiff run STEP [--shard] one step, as the DVC stages call it
   compodiff search --text T    composed search over the indexed gallery (--sheet writes a contact sheet)
+  compodiff plan [--profile N] dry run of a profile: models, datasets, steps, expected sizes
   compodiff profile NAME       switch profile: copy profiles/NAME.yaml over params.yaml
 """
 
@@ -85,6 +86,12 @@ def cmd_run(args) -> int:
     if rank0:
         print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, default=str))
     return 0
+
+
+def cmd_plan(args) -> int:
+    from orchestration.plan import plan
+
+    return plan(_root(), args.profile)
 
 
 def cmd_search(args) -> int:
@@ -198,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--sheet", help="write a contact sheet PNG of the results here")
     p.set_defaults(func=cmd_search)
+    p = sub.add_parser("plan", help="dry run: resolve a profile, check its models and data, print the steps")
+    p.add_argument("--profile", help="profiles/NAME.yaml (default: params.yaml)")
+    p.set_defaults(func=cmd_plan)
     p = sub.add_parser("profile", help="switch params.yaml to profiles/NAME.yaml")
     p.add_argument("name")
     p.set_defaults(func=cmd_profile)

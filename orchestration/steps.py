@@ -30,6 +30,10 @@ def check_shard(layout: Layout, shard: str) -> None:
 
 def world_pairs(layout: Layout, shard: str) -> dict:
     check_shard(layout, shard)
+    if layout.params.sources is not None:
+        raise ConfigError(f"profile {layout.params.profile!r} reads image-text pairs from "
+                          f"{layout.params.sources.image_text_pairs}; their ingestion into shards is not built yet, "
+                          "and world_pairs will not render the procedural world in its place")
     w = layout.params.world
     t0 = time.perf_counter()
     out = layout.world_pairs(shard)
@@ -76,9 +80,15 @@ def encoder(layout: Layout, log: Log = print, on_metrics: Callable[[int, dict], 
     from datagen.world.clip_training import retrieval_recall, train_clip  # torch: only for this step
 
     p = layout.params
-    if p.encoder.train is None:
-        raise ConfigError(f"profile {p.profile!r} uses a pretrained encoder ({p.encoder.model}); "
-                          "there is nothing to train")
+    if p.encoder.train is None:  # a pretrained CLIP (paper profiles): load it once, record what it is
+        from compodiff.encoders import load_encoder
+
+        enc = load_encoder(p.encoder.model, p.encoder.pretrained, root=layout.root)
+        metrics = {"model": enc.model_id, "embed_dim": enc.embed_dim, "text_width": enc.text_width,
+                   "image_size": enc.image_size, "trained": False}
+        write_json(layout.encoder_metrics, metrics)
+        log(f"encoder: pretrained {enc.model_id}, {enc.embed_dim}-d")
+        return metrics
     missing = [str(layout.world_pairs(s)) for s in p.world.shards if not layout.world_pairs(s).is_file()]
     if missing:
         raise FileNotFoundError(f"encoder needs the world_pairs shards first; missing: {missing}")
