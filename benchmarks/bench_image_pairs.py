@@ -74,7 +74,8 @@ def bench_sd(device: torch.device, pairs: int, repeats: int) -> dict:
         out[name] = {"pairs_per_second": pairs / dt, "seconds_per_batch": dt}
         if device.type == "cuda":
             out[name]["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    out["injection_overhead"] = out["without_injection"]["pairs_per_second"] / out["with_injection"]["pairs_per_second"] - 1
+    plain, injected = out["without_injection"], out["with_injection"]
+    out["injection_overhead"] = plain["pairs_per_second"] / injected["pairs_per_second"] - 1
     return out
 
 

@@ -105,8 +105,8 @@ def expected(p: Params) -> dict[str, str]:
         "caption_triplets": f"up to {2 * pairs + p.caption_triplets.llm.prompts:,} caption triplets",
         "image_pairs": f"{gen:,} generated pairs, {_gb(2 * gen * image_bytes)}",
         "pair_features": f"{pairs:,} x 2 x {d}-d, {_gb(pairs * 2 * d * 4)}",
-        "stage1": f"{t.stage1.steps:,} steps x {t.stage1.batch_size} = {t.stage1.steps * t.stage1.batch_size:,} samples",
-        "stage2": f"{t.stage2.steps:,} steps x {t.stage2.batch_size} = {t.stage2.steps * t.stage2.batch_size:,} samples",
+        **{s: f"{c.steps:,} steps x {c.batch_size} = {c.steps * c.batch_size:,} samples"
+           for s, c in (("stage1", t.stage1), ("stage2", t.stage2))},
         "faiss_index": f"{p.benchmark.index} index",
     }
 

@@ -16,7 +16,8 @@ PAPER = ("paper-vitl", "paper-vitl-t5", "paper-vitg")
 def test_paper_profiles_name_every_model(name):
     p = load_params(ROOT / "profiles" / f"{name}.yaml")
     assert p.encoder.train is None and p.encoder.model in ("ViT-L-14", "ViT-bigG-14")
-    assert p.caption_triplets.llm.base_model == "facebook/opt-6.7b" and p.caption_triplets.keyword.spacy == "en_core_web_sm"
+    assert p.caption_triplets.llm.base_model == "facebook/opt-6.7b"
+    assert p.caption_triplets.keyword.spacy == "en_core_web_sm"
     assert p.image_pairs.generator == "diffusers" and len(p.image_pairs.diffusers.checkpoints) == 4
     assert p.features.masks.startswith("clipseg:") and p.sources is not None
     assert p.clip_filter.sim_image == 0.70 and p.caption_triplets.keyword.window == (0.5, 0.7)
