@@ -43,6 +43,25 @@ def _features_check(layout, which: str) -> dg.AssetCheckResult:
                                                                           "problems": problems})
 
 
+def executor(name: str):
+    """Where the steps run: local processes by default; a Celery or Kubernetes cluster for the
+    sharded steps at paper scale (deploy/*.yaml; the [cluster] extra installs the integrations)."""
+    if name == "multiprocess":
+        return dg.multiprocess_executor
+    try:
+        if name == "celery":
+            from dagster_celery import celery_executor
+
+            return celery_executor
+        if name == "k8s":
+            from dagster_k8s import k8s_job_executor
+
+            return k8s_job_executor
+    except ImportError as err:
+        raise ImportError(f"COMPODIFF_EXECUTOR={name} needs the cluster extra: pip install -e '.[cluster]' ({err})")
+    raise ValueError(f"COMPODIFF_EXECUTOR={name!r}: one of multiprocess, celery, k8s")
+
+
 def build(root: Path | None = None, params_file: str | None = None) -> SimpleNamespace:
     """Assets, checks, jobs and resources for the project at ``root`` (default: COMPODIFF_ROOT or cwd)."""
     root = Path(root or project_root()).resolve()
@@ -273,7 +292,8 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
                                    experiment=params.tracking.experiment, root=str(root)),
         "device": DeviceResource(),
     }
-    defs = dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, resources=resources)
+    defs = dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, resources=resources,
+                          executor=executor(os.environ.get("COMPODIFF_EXECUTOR", "multiprocess")))
     return SimpleNamespace(root=root, params=params, assets=assets, checks=checks, resources=resources, defs=defs)
 
 
