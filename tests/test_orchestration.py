@@ -202,3 +202,17 @@ def test_dvc_repro_exp_run_metrics_diff_push_and_pull(tmp_path):
     assert weights.read_bytes() == before
     assert (root / "data" / "encoder" / "open_clip_model.safetensors").is_file()
     assert "up to date" in run([str(DVC), "status"], root, env).lower()
+
+
+def test_compodiff_search_prints_results_and_writes_a_contact_sheet(materialized):
+    root, _, _ = materialized
+    out = run([str(ROOT / ".venv" / "bin" / "compodiff"), "search", "--gallery-item", "0", "--text",
+               "have a star instead of the red circle", "--negative", "a blue heart", "--k", "3", "--sheet",
+               str(root / "sheet.png")], root, env_for(root))
+    ranks = re.findall(r"^\s+(\d)\s+gallery\s+(\d+)\s+score\s+([-\d.]+)$", out, re.M)
+    assert [r[0] for r in ranks] == ["1", "2", "3"]
+    scores = [float(r[2]) for r in ranks]
+    assert scores == sorted(scores, reverse=True)
+    from PIL import Image
+
+    assert Image.open(root / "sheet.png").size[0] > 3 * 128
