@@ -309,7 +309,7 @@ class CompoDiffDenoiser(nn.Module):
             masks.append(text2_mask)
         elif text2_tokens is not None:
             raise ValueError("text2_tokens given, but the denoiser has no second text encoder (text2_dim=0)")
-        parts += [ref_image_embed.to(dtype)[:, None, :], self.to_mask_embeds(mask_map.to(dtype))[:, None, :]]
+        parts += [ref_image_embed.to(dtype)[:, None, :], self.mask_embeds(mask_map.to(dtype))[:, None, :]]
         context = torch.cat(parts, dim=1)  # (B, L + 2, W)
         key_mask = None
         if any(m is not None for m in masks):
@@ -320,6 +320,19 @@ class CompoDiffDenoiser(nn.Module):
             pieces.append(ones(2))  # image and mask tokens
             key_mask = torch.cat(pieces, dim=1)
         return Context([layer[1].kv(context) for layer in self.transformer.layers], key_mask)
+
+    def mask_embeds(self, mask_map: torch.Tensor) -> torch.Tensor:
+        """(B, S, S) -> (B, W). Most rows carry no mask (all of stage 1, 70% of stage 2, most queries):
+        their embedding is the MLP of one all-zero map, computed once (the MLP is a third of a
+        training step otherwise)."""
+        has = mask_map.flatten(1).any(dim=1)
+        if bool(has.all()):
+            return self.to_mask_embeds(mask_map)
+        emb = self.to_mask_embeds(torch.zeros_like(mask_map[:1])).expand(mask_map.shape[0], -1)
+        if bool(has.any()):
+            idx = has.nonzero().squeeze(1)
+            emb = emb.index_put((idx,), self.to_mask_embeds(mask_map[idx]))
+        return emb
 
     # --- denoising ----------------------------------------------------------------
     def time_token(self, t: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,8 @@ from compodiff.config_schema import flatten
 
 # step name -> (module in orchestration, function); the sharded ones take --shard
 SHARDED = {"world_pairs": ("steps", "world_pairs"), "keyword_triplets": ("triplet_steps", "keyword_triplets_shard"),
-           "image_pairs": ("pair_steps", "image_pairs_shard"), "pair_features": ("feature_steps", "pair_features")}
+           "image_pairs": ("pair_steps", "image_pairs_shard"), "pair_features": ("feature_steps", "pair_features"),
+           "real_benchmark": ("real_benchmark_steps", "real_benchmark")}
 SIMPLE = {"caption_pool": ("triplet_steps", "caption_pool"), "llm_adapter": ("triplet_steps", "llm_adapter"),
           "llm_triplets": ("triplet_steps", "llm_triplets_step"),
           "caption_triplets": ("triplet_steps", "caption_triplets"),

@@ -16,7 +16,16 @@ import dagster as dg
 
 from compodiff.config import load_params
 from datagen.shards import decode_png, read_shard
-from orchestration import ablation_steps, eval_steps, feature_steps, pair_steps, steps, train_steps, triplet_steps
+from orchestration import (
+    ablation_steps,
+    eval_steps,
+    feature_steps,
+    pair_steps,
+    real_benchmark_steps,
+    steps,
+    train_steps,
+    triplet_steps,
+)
 from orchestration.asset_factories import progress, sharded_asset, step_asset
 from orchestration.resources import DeviceResource, ProjectResource, project_root
 from orchestration.tracking import MLflowTracking
@@ -58,7 +67,8 @@ def executor(name: str):
 
             return k8s_job_executor
     except ImportError as err:
-        raise ImportError(f"COMPODIFF_EXECUTOR={name} needs the cluster extra: pip install -e '.[cluster]' ({err})")
+        raise ImportError(f"COMPODIFF_EXECUTOR={name} needs the cluster extra: pip install -e '.[cluster]' "
+                          f"({err})") from None
     raise ValueError(f"COMPODIFF_EXECUTOR={name!r}: one of multiprocess, celery, k8s")
 
 
@@ -215,11 +225,11 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
                         "Stage 1 (Eq. 1): text -> image embedding on the image-text pairs.", pool="gpu",
                         artifact=lambda lay: lay.stage_dir("stage1") / "manifest.json", training=True,
                         register=("compodiff-stage1", lambda lay: lay.stage_dir("stage1") / "denoiser.safetensors"))
-    stage2 = step_asset("stage2", [stage1, pair_features, triplet_features], train_steps.stage2, "training",
+    stage2 = step_asset("stage2", [stage1, pair_features, triplet_features, encoder], train_steps.stage2, "training",
                         "Stage 2: Eq. 1 / Eq. 2 / Eq. 3 mixed 30/30/40, from stage 1's EMA weights.", pool="gpu",
                         artifact=lambda lay: lay.training_metrics, training=True,
                         register=("compodiff-stage2", lambda lay: lay.stage_dir("stage2") / "denoiser.safetensors"))
-    combiner = step_asset("combiner", [triplet_features], train_steps.combiner, "training",
+    combiner = step_asset("combiner", [triplet_features, encoder], train_steps.combiner, "training",
                           "The Combiner baseline (CLIP4Cir) on the same triplets, optional bi-directional loss.",
                           pool="gpu", artifact=lambda lay: lay.combiner_metrics, training=True,
                           register=("combiner", lambda lay: lay.stage_dir("combiner") / "combiner.safetensors"))
@@ -252,6 +262,12 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
         "Sampling steps, guidance sweep, triplet scale, stage-2 mixture and bi-directional alpha.", pool="gpu",
         artifact=lambda lay: lay.plots, image=lambda lay: lay.plots / "ablations.png")
 
+    real_benchmark = sharded_asset(
+        "real_benchmark", dg.StaticPartitionsDefinition(list(real_benchmark_steps.REAL_BENCHMARKS)), [stage2, encoder],
+        lambda lay, keys, log: [real_benchmark_steps.real_benchmark(lay, k, log) for k in keys], "evaluation",
+        "Zero-shot FashionIQ, CIRR, CIRCO and GeneCIS from their local paths (sources.*), one partition each; "
+        "a benchmark without a configured path is recorded as not configured.", ("configured",), pool="gpu")
+
     @dg.asset_check(asset=faiss_index, blocking=True, description="The index holds the whole gallery.")
     def faiss_index_size(project: ProjectResource) -> dg.AssetCheckResult:
         from compodiff.feature_store import load_features
@@ -276,7 +292,7 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
 
     assets = [world_pairs, encoder, caption_pool, keyword_triplets, llm_adapter, llm_triplets, caption_triplets,
               image_pairs, filtered_triplets, pair_features, triplet_features, stage1, stage2, combiner,
-              world_benchmark, gallery_features, faiss_index, benchmark_metrics, ablations]
+              world_benchmark, gallery_features, faiss_index, benchmark_metrics, ablations, real_benchmark]
     checks = [world_pairs_valid, encoder_recall_floor, keyword_triplets_valid, llm_triplets_consistency,
               filtered_triplets_valid, pair_features_valid, triplet_features_valid,
               finite_loss(stage1), finite_loss(stage2), finite_loss(combiner), faiss_index_size, benchmark_floor]

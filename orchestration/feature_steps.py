@@ -63,8 +63,30 @@ def pair_features(layout: Layout, shard: str, log: Log = print) -> dict:
     return manifest
 
 
-def pair_features_shards(layout: Layout, shards: list[str], log: Log = print) -> list[dict]:
-    return [pair_features(layout, s, log) for s in shards]
+def _pair_features_worker(layout: Layout, shard: str) -> dict:
+    import torch
+
+    torch.set_num_threads(1)  # one core per process: the processes share the machine
+    return pair_features(layout, shard, print)
+
+
+def pair_features_shards(layout: Layout, shards: list[str], log: Log = print, workers: int = 0) -> list[dict]:
+    """Shards in parallel processes on a CPU (one per core); one process where the encoder has a GPU."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    import torch
+
+    workers = workers or (1 if torch.cuda.is_available() else min(len(shards), os.cpu_count() or 1))
+    if workers <= 1 or len(shards) == 1:
+        return [pair_features(layout, s, log) for s in shards]
+    out = []
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        for fut in as_completed([pool.submit(_pair_features_worker, layout, s) for s in shards]):
+            out.append(fut.result())
+            log(f"pair_features: shard {out[-1]['shard']} done [{len(out)}/{len(shards)}]")
+    return sorted(out, key=lambda m: m["shard"])
 
 
 def triplet_features(layout: Layout, log: Log = print) -> dict:

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ["world_pairs", "caption_pool", "encoder", "keyword_triplets", "llm_adapter", "llm_triplets",
           "caption_triplets", "image_pairs", "filtered_triplets", "pair_features", "triplet_features", "stage1",
           "stage2", "combiner", "world_benchmark", "gallery_features", "faiss_index", "benchmark_metrics",
-          "ablations"]
+          "ablations", "real_benchmark"]
 DVC = ROOT / ".venv-dvc" / "bin" / "dvc"
 DAGSTER = ROOT / ".venv" / "bin" / "dagster"
 
@@ -216,3 +216,28 @@ def test_compodiff_search_prints_results_and_writes_a_contact_sheet(materialized
     from PIL import Image
 
     assert Image.open(root / "sheet.png").size[0] > 3 * 128
+
+
+def test_real_benchmarks_run_on_the_world_export_in_their_official_formats(materialized):
+    """The real-benchmark step, pointed at the world benchmark exported as FashionIQ, CIRR, CIRCO and
+    GeneCIS files, scores the same model through each loader and evaluator."""
+    from dataclasses import replace
+
+    from compodiff.config import SourcesConfig, load_params
+    from orchestration.layout import Layout
+    from orchestration.real_benchmark_steps import real_benchmark
+
+    root, _, _ = materialized
+    assert json.loads((root / "metrics" / "real" / "cirr.json").read_text()) == {"benchmark": "cirr",
+                                                                                 "configured": False}
+    exports = root / "data" / "world_benchmark" / "exports"
+    sources = SourcesConfig(image_text_pairs="-", captions="-", fashioniq=str(exports / "fashioniq"),
+                            cirr=str(exports / "cirr"), circo=str(exports / "circo"), genecis=str(exports / "genecis"))
+    layout = Layout(root, replace(load_params(root / "params.yaml"), sources=sources))
+    for name in ("fashioniq", "cirr", "circo", "genecis"):
+        real_benchmark(layout, name, log=lambda m: None)
+    m = {n: json.loads((root / "metrics" / "real" / f"{n}.json").read_text()) for n in ("fashioniq", "cirr", "circo",
+                                                                                          "genecis")}
+    assert set(m["fashioniq"]["per_category"]) == {"world"} and 0 <= m["fashioniq"]["R@10"] <= 100
+    assert 0 <= m["cirr"]["R_subset@1"] <= 100 and 0 <= m["circo"]["mAP@10"] <= 100
+    assert set(m["genecis"]["per_task"]) == {"change_object"} and m["genecis"]["mean_R@1"] is not None
