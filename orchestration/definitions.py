@@ -301,7 +301,8 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
                                                                               "image_pairs")),
             dg.define_asset_job("train", selection=dg.AssetSelection.groups("training")),
             dg.define_asset_job("evaluate", selection=dg.AssetSelection.groups("evaluation")),
-            dg.define_asset_job("all", selection=dg.AssetSelection.all())]
+            # a job holds one partitioning: real_benchmark (partitioned by benchmark) runs on its own
+            dg.define_asset_job("all", selection=dg.AssetSelection.all() - dg.AssetSelection.assets("real_benchmark"))]
     resources = {
         "project": ProjectResource(root=str(root), params_file=params_file),
         "tracking": MLflowTracking(tracking_uri=params.tracking.tracking_uri,

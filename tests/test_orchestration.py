@@ -136,6 +136,13 @@ def test_a_missing_upstream_fails_clearly(tmp_path):
         materialize_all(project, dg.DagsterInstance.ephemeral(), select={"encoder"}, log=lambda m: None)
 
 
+def test_dagster_definitions_validate(tmp_path):
+    """What `dagster dev` loads: jobs, partitions, checks and resources all valid."""
+    root = copy_project(tmp_path)
+    out = run([str(DAGSTER), "definitions", "validate", "-m", "orchestration.definitions"], root, env_for(root))
+    assert "error" not in out.lower()
+
+
 def test_dagster_cli_string_selection_works(tmp_path):
     """The trap of shared/reference/mlops.md: with DVC's antlr 4.9 this selection crashes."""
     root = copy_project(tmp_path)
