@@ -104,7 +104,7 @@ def test_asset_graph_materialize_from_the_ui_and_see_the_mlflow_run(tmp_path):
             expect(page.get_by_text("world_benchmark").first).to_be_visible(timeout=30_000)
             page.wait_for_timeout(1500)
             page.screenshot(path=str(shots / "dagster_asset_graph.png"))
-            instance = dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(env["DAGSTER_HOME"]))
+            instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
             assert instance.get_latest_materialization_event(dg.AssetKey("world_benchmark")) is not None
 
             uri = f"sqlite:///{root}/mlflow.db"
