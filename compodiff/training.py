@@ -84,8 +84,9 @@ class TextTokens:
 
 
 def save_training_state(path: Path, step: int, model, ema: EMA, opt, sched, spec: TrainSpec,
-                        config: DenoiserConfig) -> Path:
-    state = {"step": step, "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+                        config: DenoiserConfig, loss: float = float("nan")) -> Path:
+    state = {"step": step, "loss": loss, "model": model.state_dict(), "ema": ema.state_dict(),
+             "optimizer": opt.state_dict(),
              "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "spec": asdict(spec),
              "denoiser_config": config.to_dict()}
     with atomic_path(path) as tmp:
@@ -125,7 +126,7 @@ def train_denoiser(model: CompoDiffDenoiser, spec: TrainSpec, pairs: PairFeature
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(spec.warmup_steps, spec.steps))
-    start = 0
+    start, resumed_loss = 0, float("nan")
     last = checkpoint_dir / "last.pt"
     if last.is_file():
         state = load_training_state(last, spec, cfg)
@@ -135,9 +136,11 @@ def train_denoiser(model: CompoDiffDenoiser, spec: TrainSpec, pairs: PairFeature
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         start = state["step"]
+        resumed_loss = float(state.get("loss", float("nan")))
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     model.train()
-    t0, seen, loss_value, done = time.perf_counter(), 0, float("nan"), 0
+    # a finished run called again trains nothing and reports the loss it ended with
+    t0, seen, loss_value, done = time.perf_counter(), 0, resumed_loss, 0
     for step in range(start, spec.steps):
         batch = make_batch(step, spec.seed, spec.batch_size, spec.mix, pairs, triplets, cfg.timesteps,
                            spec.condition_dropout, cfg.mask_size, spec.bidirectional_alpha)
@@ -172,7 +175,7 @@ def train_denoiser(model: CompoDiffDenoiser, spec: TrainSpec, pairs: PairFeature
         if log is not None and rank == 0 and (step % 25 == 0 or step == spec.steps - 1):
             log(step, {"loss": loss_value, "lr": sched.get_last_lr()[0], "grad_norm": float(grad_norm)})
         if rank == 0 and ((step + 1) % spec.checkpoint_every == 0 or step + 1 == spec.steps):
-            save_training_state(last, step + 1, model, ema, opt, sched, spec, cfg)
+            save_training_state(last, step + 1, model, ema, opt, sched, spec, cfg, loss_value)
         if stop_after is not None and done >= stop_after:
             break
     if world > 1:

@@ -57,6 +57,20 @@ def _spec(layout: Layout, stage: str) -> TrainSpec:
                      t.bidirectional.alpha if (stage == "stage2" and t.bidirectional.enabled) else 0.0)
 
 
+def _data_digest(layout: Layout, stage: str) -> str:
+    """The training data's identity: new features (another filter, more pairs) mean a new run."""
+    h = hashlib.sha256()
+    files = [layout.pair_features(s) for s in layout.params.world.shards]
+    if stage != "stage1":
+        files += [layout.triplet_features, layout.stage_dir("stage1") / "denoiser.safetensors"]
+    for f in files:
+        if f.is_file():
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:16]
+
+
 def train_stage(layout: Layout, stage: str, log: Log = print, on_metrics: Metrics | None = None) -> dict:
     p = layout.params
     torch.set_num_threads(p.training.threads)
@@ -79,8 +93,8 @@ def train_stage(layout: Layout, stage: str, log: Log = print, on_metrics: Metric
     tokens = TextTokens(lambda texts: enc.text_tokens(texts)[0], p.training.text_cache)
     # Outside the output, so a killed run resumes; keyed by everything but the step count, so a
     # run with other settings starts afresh while a longer run of the same settings continues.
-    key = json.dumps({**asdict(spec), "steps": None, "denoiser": cfg.to_dict(), "encoder": p.encoder.model},
-                     sort_keys=True)
+    key = json.dumps({**asdict(spec), "steps": None, "denoiser": cfg.to_dict(), "encoder": p.encoder.model,
+                      "data": _data_digest(layout, stage)}, sort_keys=True)
     state_dir = layout.data / "train_state" / f"{stage}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
     def progress(step: int, m: dict) -> None:

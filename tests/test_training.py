@@ -90,6 +90,8 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path):
     c = fresh()  # a new process: fresh weights, everything comes from the checkpoint
     out = train_denoiser(c, spec(), pairs, trip, fake_tokens, tmp_path / "b")
     assert out["resumed_from"] == 3
+    again = train_denoiser(fresh(), spec(), pairs, trip, fake_tokens, tmp_path / "b")  # already finished
+    assert again["resumed_from"] == 6 and again["final_loss"] == out["final_loss"]
     for (k, x), y in zip(a.state_dict().items(), c.state_dict().values()):
         torch.testing.assert_close(x, y, msg=k)
     sa = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
