@@ -173,8 +173,9 @@ def _print_headline(root: Path) -> None:
     for f in sorted(metrics_dir.glob("*.json")):
         flat = flatten(json.loads(f.read_text()))
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in flat.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool)
-                 and any(w in k for w in ("R@", "mAP", "fraction", "triplets", "per_method"))}
+                 if isinstance(v, (int, float)) and not isinstance(v, bool) and "per_type" not in k
+                 and not k.startswith(("exports.", "training.")) and k.count("@") <= 1
+                 and any(w in k for w in ("mAP@10", "R@10", "t2i_R@1", "fraction", "triplets", "per_method", "loss"))}
         print(f"  {f.stem}: {json.dumps(shown)}")
     print("\nExplore what this run produced:")
     print(f"  DAGSTER_HOME={root}/.dagster_home .venv/bin/dagster dev -h 127.0.0.1 -p 3000   # asset lineage")
