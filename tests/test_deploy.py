@@ -28,7 +28,8 @@ def test_deploy_files_parse_and_name_the_gpu_pool():
     for f in ("celery_executor.yaml", "k8s_executor.yaml"):
         assert "execution" in yaml.safe_load((ROOT / "deploy" / f).read_text())
     gpu_assets = {"encoder", "llm_adapter", "llm_triplets", "image_pairs", "pair_features", "triplet_features",
-                  "stage1", "stage2", "combiner", "gallery_features", "benchmark_metrics", "ablations", "real_benchmark"}
+                  "stage1", "stage2", "combiner", "gallery_features", "benchmark_metrics", "ablations",
+                  "real_benchmark"}
     from orchestration.definitions import project
 
     pools = {a.key.to_user_string(): a.op.pool for a in project.assets}
