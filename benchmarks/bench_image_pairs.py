@@ -13,13 +13,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
 
 import numpy as np
 import torch
+from report import report
 
 from compodiff.config import ClipFilterConfig
 from compodiff.encoders import load_encoder
@@ -113,10 +113,7 @@ def main() -> None:
                    "threshold_pairs_per_second": len(ok) / max(t_thresh, 1e-9)},
         "stable_diffusion": bench_sd(device, args.sd_pairs, args.sd_repeats),
     }
-    print(json.dumps(res, indent=2))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(res, f, indent=2)
+    report(res, args.out)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,12 @@ of a short candidate list (``refine_factor``), through ``compodiff.retrieval.Gal
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 
 import faiss
 import numpy as np
+from report import report
 
 from compodiff.retrieval import GalleryIndex, IndexSpec
 
@@ -72,10 +72,7 @@ def main() -> None:
                          "queries_per_second": args.queries / t_approx, "recall@10": recall},
         "speedup": t_exact / t_approx,
     }
-    print(json.dumps(res, indent=2))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(res, f, indent=2)
+    report(res, args.out)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,10 @@ on a sample of rows.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
+from report import report
 
 from compodiff.encoders import load_encoder
 from datagen.keyword_triplets import build_neighbours, keyword_triplets, object_terms, similarity_window
@@ -62,10 +62,7 @@ def main() -> None:
            "triplet_s": t_trip, "captions_per_s": len(captions) / t_trip,
            "triplet_s_2_processes": t_trip2, "captions_per_s_2_processes": len(captions) / t_trip2,
            "skipped": dict(stats.skipped)}
-    print(json.dumps(res, indent=2))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(res, f, indent=2)
+    report(res, args.out)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ and peak memory.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 from pathlib import Path
 
 import torch
+from report import report
 
 from compodiff.denoiser import CompoDiffDenoiser, preset
 from compodiff.objectives import PairFeatures, TripletFeatures
@@ -68,9 +68,7 @@ def main() -> None:
     else:
         for bf16 in (False, True):
             results["runs"].append(run("official", 2048, args.steps, bf16, device))
-    print(json.dumps(results, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2))
+    report(results, args.out)
 
 
 if __name__ == "__main__":
