@@ -3,7 +3,6 @@ Plain functions called by the Dagster assets and the CLI."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
@@ -17,7 +16,7 @@ from compodiff.encoders import encoder_id, load_encoder
 from compodiff.evaluation import cir_metrics, sum_query
 from compodiff.feature_store import load_features, save_features
 from compodiff.pipeline import CompoDiffPipeline
-from compodiff.retrieval import GalleryIndex, IndexSpec
+from compodiff.retrieval import GalleryIndex, IndexSpec, rank_all
 from datagen.masks import noise_masked_region
 from datagen.shards import decode_png, encode_png, read_shard, write_shard
 from datagen.world import benchmark as wb
@@ -169,7 +168,8 @@ def benchmark_metrics(layout: Layout, log: Log = print) -> dict:
     score("compodiff_stage1", stage1.text_to_image(q.rows["instruction"], steps=b.steps, w_text=b.w_text,
                                                   w_image=b.w_image))
     stage2 = CompoDiffPipeline(load_checkpoint(layout.stage_dir("stage2") / "denoiser.safetensors"), q.enc)
-    score("compodiff_stage2", compodiff_queries(stage2, q, b, negative=True, mask=True))
+    stage2_queries = compodiff_queries(stage2, q, b, negative=True, mask=True)
+    score("compodiff_stage2", stage2_queries)
     score("compodiff_stage2_no_negative_no_mask", compodiff_queries(stage2, q, b, negative=False, mask=False))
     checks = {
         "negative_text": {"share_with": negated_share(q, retrieved["compodiff_stage2"]),
@@ -177,7 +177,7 @@ def benchmark_metrics(layout: Layout, log: Log = print) -> dict:
         "mask": {"mAP@10_with": results["compodiff_stage2"]["per_type"]["mask"]["mAP@10"],
                  "mAP@10_without": results["compodiff_stage2_no_negative_no_mask"]["per_type"]["mask"]["mAP@10"]},
         "best_baseline_mAP@10": max(v["mAP@10"] for k, v in results.items() if not k.startswith("compodiff")),
-        "exports": exported_scores(layout, q, compodiff_queries(stage2, q, b, negative=True, mask=True)),
+        "exports": exported_scores(layout, q, stage2_queries),
         "seconds": time.perf_counter() - t0,
     }
     checks["stage2_beats_baselines"] = results["compodiff_stage2"]["mAP@10"] > checks["best_baseline_mAP@10"]
@@ -191,10 +191,7 @@ def benchmark_metrics(layout: Layout, log: Log = print) -> dict:
 def exported_scores(layout: Layout, q: Queries, queries: torch.Tensor) -> dict:
     """The same query embeddings scored through the four official-format evaluators on the export."""
     root = layout.world_benchmark_exports
-    gallery = q.gallery.astype(np.float32)
-    g = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
-    qn = torch.nn.functional.normalize(queries.float(), dim=-1).numpy()
-    sim = qn @ g.T
+    sim = rank_all(queries.float().numpy(), q.gallery)
     out = {}
     fiq = fashioniq.load(root / "fashioniq", "world", "val", join="searle")
     out["fashioniq"] = fashioniq.recall(sim, fiq.target_indices())
@@ -211,6 +208,3 @@ def exported_scores(layout: Layout, q: Queries, queries: torch.Tensor) -> dict:
     out["genecis_change_object"] = genecis.recall(per_template)
     return out
 
-
-def read_benchmark(layout: Layout) -> dict:
-    return json.loads(layout.benchmark_metrics.read_text())

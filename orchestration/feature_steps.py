@@ -15,7 +15,7 @@ from datagen.instructions import reversed_instruction
 from datagen.masks import ClipSegMasker, noise_masked_region, world_object_mask
 from datagen.shards import decode_png, read_shard
 from orchestration.layout import Layout
-from orchestration.steps import Log, check_shard
+from orchestration.steps import Log, check_shard, in_processes
 
 
 def _masker(layout: Layout):
@@ -73,20 +73,13 @@ def _pair_features_worker(layout: Layout, shard: str) -> dict:
 def pair_features_shards(layout: Layout, shards: list[str], log: Log = print, workers: int = 0) -> list[dict]:
     """Shards in parallel processes on a CPU (one per core); one process where the encoder has a GPU."""
     import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
 
     import torch
 
     workers = workers or (1 if torch.cuda.is_available() else min(len(shards), os.cpu_count() or 1))
-    if workers <= 1 or len(shards) == 1:
-        return [pair_features(layout, s, log) for s in shards]
-    out = []
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        for fut in as_completed([pool.submit(_pair_features_worker, layout, s) for s in shards]):
-            out.append(fut.result())
-            log(f"pair_features: shard {out[-1]['shard']} done [{len(out)}/{len(shards)}]")
-    return sorted(out, key=lambda m: m["shard"])
+    return in_processes(_pair_features_worker, layout, shards, workers,
+                        lambda m, n: log(f"pair_features: shard {m['shard']} done [{n}/{len(shards)}]"),
+                        local=lambda lay, s: pair_features(lay, s, log))
 
 
 def triplet_features(layout: Layout, log: Log = print) -> dict:

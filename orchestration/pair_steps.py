@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 
 import numpy as np
 
@@ -16,9 +14,9 @@ from compodiff.config import ConfigError
 from compodiff.encoders import load_encoder
 from datagen.clip_filter import SCORES, apply_filter, clip_scores
 from datagen.image_pairs import TRIPLET_COLUMNS, generate_shard
-from datagen.shards import decode_png, read_manifest, read_shard, write_shard
+from datagen.shards import decode_png, read_shard, write_shard
 from orchestration.layout import Layout
-from orchestration.steps import Log, check_shard
+from orchestration.steps import Log, check_shard, in_processes
 
 
 def make_generator(layout: Layout):
@@ -80,16 +78,10 @@ def image_pairs_shards(layout: Layout, shards: list[str], log: Log = print, work
     if layout.params.image_pairs.generator != "procedural":
         workers = 1
     workers = workers or min(len(shards), os.cpu_count() or 1)
-    if workers <= 1 or len(shards) == 1:
-        return [image_pairs_shard(layout, s, log) for s in shards]
-    out = []
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        for fut in as_completed([pool.submit(image_pairs_shard, layout, s, print) for s in shards]):
-            m = fut.result()
-            log(f"image_pairs: shard {m['shard']} {'kept' if m['skipped'] else 'written'} [{len(out) + 1}/"
-                f"{len(shards)}]")
-            out.append(m)
-    return sorted(out, key=lambda m: m["shard"])
+    return in_processes(image_pairs_shard, layout, shards, workers,
+                        lambda m, n: log(f"image_pairs: shard {m['shard']} {'kept' if m['skipped'] else 'written'} "
+                                         f"[{n}/{len(shards)}]"),
+                        local=lambda lay, s: image_pairs_shard(lay, s, log))
 
 
 def _decode_all(column: list[bytes], ids: list[str], where: str) -> np.ndarray:
@@ -169,6 +161,3 @@ def world_agreement(consistent: np.ndarray, keep: np.ndarray, valid: np.ndarray,
         out[f"kept_consistent_fraction_{m}"] = float(consistent[keep & sel].mean()) if (keep & sel).any() else 0.0
     return out
 
-
-def read_filter_manifest(layout: Layout) -> dict | None:
-    return read_manifest(layout.filtered_triplets / "pairs.parquet")

@@ -43,27 +43,34 @@ def world_pairs(layout: Layout, shard: str) -> dict:
     return {**manifest, "path": str(out), "bytes": out.stat().st_size, "seconds": time.perf_counter() - t0}
 
 
+def in_processes(work: Callable[[Layout, str], dict], layout: Layout, shards: list[str], workers: int,
+                 report: Callable[[dict, int], None], local: Callable[[Layout, str], dict] | None = None) -> list[dict]:
+    """``work(layout, shard)`` for every shard: in this process (through ``local`` if given, which may log
+    to Dagster) for one worker, else in spawned processes (spawn, not fork: the parent may hold torch's
+    thread pools). ``report(manifest, done)`` sees each shard as it lands; manifests come back by shard."""
+    done: list[dict] = []
+
+    def land(m: dict) -> None:
+        done.append(m)
+        report(m, len(done))
+
+    if workers <= 1 or len(shards) == 1:
+        for shard in shards:
+            land((local or work)(layout, shard))
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            for fut in as_completed([pool.submit(work, layout, s) for s in shards]):
+                land(fut.result())
+    return sorted(done, key=lambda m: m["shard"])
+
+
 def world_pairs_shards(layout: Layout, shards: list[str], workers: int = 0, log: Log = print) -> list[dict]:
     """Several shards, in parallel processes (one per core by default); each shard is atomic on its own."""
     for shard in shards:
         check_shard(layout, shard)
-    workers = workers or min(len(shards), os.cpu_count() or 1)
-    done: list[dict] = []
-
-    def report(m: dict) -> None:
-        done.append(m)
-        log(f"world_pairs: shard {m['shard']} {'kept' if m['skipped'] else 'written'} ({m['count']} pairs, "
-            f"{m['seconds']:.1f}s) [{len(done)}/{len(shards)}]")
-
-    if workers <= 1 or len(shards) == 1:
-        for shard in shards:
-            report(world_pairs(layout, shard))
-    else:
-        # spawn, not fork: the parent may hold torch's thread pools
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            for fut in as_completed([pool.submit(world_pairs, layout, s) for s in shards]):
-                report(fut.result())
-    return sorted(done, key=lambda m: m["shard"])
+    return in_processes(world_pairs, layout, shards, workers or min(len(shards), os.cpu_count() or 1),
+                        lambda m, n: log(f"world_pairs: shard {m['shard']} {'kept' if m['skipped'] else 'written'} "
+                                         f"({m['count']} pairs, {m['seconds']:.1f}s) [{n}/{len(shards)}]"))
 
 
 def _load_pairs(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
