@@ -21,6 +21,8 @@ from compodiff.denoiser import CompoDiffDenoiser, preset
 from compodiff.objectives import PairFeatures, TripletFeatures
 from compodiff.training import TrainSpec, train_denoiser
 
+TEXT_LEN = 32  # the world text tower's context length
+
 
 def features(n: int, d: int, mask: int) -> tuple[PairFeatures, TripletFeatures]:
     g = torch.Generator().manual_seed(0)
@@ -36,7 +38,7 @@ def run(name: str, batch: int, steps: int, bf16: bool, device: torch.device) -> 
     cfg = preset(name)
     model = CompoDiffDenoiser(cfg).to(device)
     pairs, trip = features(4096, cfg.embed_dim, cfg.mask_size)
-    tokens = torch.randn(64, 77, cfg.text_dim)
+    tokens = torch.randn(64, TEXT_LEN, cfg.text_dim)
 
     def text(texts: list[str]) -> torch.Tensor:  # a text tower's output shape, at no cost
         return tokens[torch.tensor([hash(t) % 64 for t in texts])]

@@ -196,13 +196,16 @@ class CrossAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.to_out = nn.Sequential(nn.Linear(heads * dim_head, dim, bias=False), LayerNorm(dim))
 
-    def kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, L, W) context -> keys and values (B, h, 1 + L, d), null first, keys pre-scaled."""
+    def kv(self, context: torch.Tensor, null_first: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, W) context -> keys and values (B, h, 1 + L, d), null first, keys pre-scaled.
+        Per token: the keys of a concatenated context are the concatenated keys of its parts."""
         b, n, _ = context.shape
         k, v = self.to_kv(context).view(b, n, 2, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)
-        null_k, null_v = (t.to(context.dtype).expand(b, self.heads, 1, self.dim_head) for t in self.null_kv.unbind(0))
-        k = torch.cat((null_k, k), dim=2) * self.dim_head ** -0.25
-        return k, torch.cat((null_v, v), dim=2)
+        if null_first:
+            null_k, null_v = (t.to(context.dtype).expand(b, self.heads, 1, self.dim_head)
+                              for t in self.null_kv.unbind(0))
+            k, v = torch.cat((null_k, k), dim=2), torch.cat((null_v, v), dim=2)
+        return k * self.dim_head ** -0.25, v
 
     def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 key_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -272,6 +275,13 @@ class Context:
         return Context(kv, None if self.key_mask is None else self.key_mask.repeat_interleave(r, 0))
 
 
+class TextKV:
+    """Per-layer cross-attention keys and values of a text condition alone (1 or B rows)."""
+
+    def __init__(self, kv: list[tuple[torch.Tensor, torch.Tensor]], key_mask: torch.Tensor | None):
+        self.kv, self.key_mask = kv, key_mask
+
+
 class CompoDiffDenoiser(nn.Module):
     """x0 = denoiser(x_t, t | text tokens, reference image embedding, mask)."""
 
@@ -293,33 +303,75 @@ class CompoDiffDenoiser(nn.Module):
         """text_tokens (B, L, text_dim), ref_image_embed (B, D) (zeros = null image),
         mask_map (B, S, S) in {0, 1} (zeros = no mask); optional text_mask (B, L) bool: the
         release attends to every text position, padding included, so None reproduces it."""
+        b = text_tokens.shape[0]
+        text, text_keys = self._text_part(text_tokens, text_mask, text2_tokens, text2_mask)
+        tail = self._image_mask_part(ref_image_embed, mask_map, b)
+        context = torch.cat((text, tail), dim=1)  # (B, L + 2, W)
+        return Context([layer[1].kv(context) for layer in self.transformer.layers],
+                       _key_mask(text_keys, b, context.device))
+
+    def text_kv(self, tokens: torch.Tensor, mask=None, tokens2=None, mask2=None) -> TextKV:
+        """Per-layer keys and values of a text condition alone (the null key first). Rows that all
+        hold the same text (the null text "") are computed once: the result then has one row."""
+        same = all(x is None or bool((x == x[:1]).all()) for x in (tokens, mask, tokens2, mask2))
+        rows = (lambda x: None if x is None else x[:1]) if same else (lambda x: x)  # noqa: E731
+        text, keys = self._text_part(*(rows(x) for x in (tokens, mask, tokens2, mask2)))
+        return TextKV([layer[1].kv(text) for layer in self.transformer.layers],
+                      _key_mask(keys, text.shape[0], text.device, tail=2))
+
+    def guidance_context(self, text: tuple, null: tuple | TextKV, ref_image_embed: torch.Tensor,
+                         mask_map: torch.Tensor) -> Context:
+        """The three branches of Eq. (4), [cond; null_text; null_all] (3B rows), for sampling.
+
+        ``text`` is (tokens, mask, tokens2, mask2) as ``context`` takes them; ``null`` the same for
+        the null or negative text, or its ``text_kv``. Keys and values are a per-token linear map of
+        the conditions, so the null text's are computed once for both null branches (which differ
+        only in the image token), and once for the batch when every row's null text is the same.
+        Equal to ``Context.cat`` of the three ``context`` calls (a test)."""
+        b = ref_image_embed.shape[0]
+        cond = self.context(text[0], ref_image_embed, mask_map, *text[1:])
+        null_kv = null if isinstance(null, TextKV) else self.text_kv(*null)
+        tails = self._image_mask_part(torch.cat((ref_image_embed, torch.zeros_like(ref_image_embed))),
+                                      torch.cat((mask_map, mask_map)), 2 * b)
+        kv = []
+        for layer, (ck, cv), (nk, nv) in zip(self.transformer.layers, cond.kv, null_kv.kv):
+            tk, tv = layer[1].kv(tails, null_first=False)  # (2B, h, 2, d): image and mask tokens
+            nk, nv = nk.expand(b, -1, -1, -1).repeat(2, 1, 1, 1), nv.expand(b, -1, -1, -1).repeat(2, 1, 1, 1)
+            kv.append((torch.cat((ck, torch.cat((nk, tk), dim=2))), torch.cat((cv, torch.cat((nv, tv), dim=2)))))
+        if cond.kv[0][0].shape[2] != kv[0][0].shape[2]:
+            raise ValueError(f"the text and the null text give {cond.kv[0][0].shape[2]} and {kv[0][0].shape[2]} "
+                             "keys: encode them to one length")
+        null_mask = None if null_kv.key_mask is None else null_kv.key_mask.expand(b, -1).repeat(2, 1)
+        if cond.key_mask is None and null_mask is None:
+            return Context(kv, None)
+        ones = lambda n: torch.ones(n, kv[0][0].shape[2], dtype=torch.bool, device=kv[0][0].device)  # noqa: E731
+        return Context(kv, torch.cat((cond.key_mask if cond.key_mask is not None else ones(b),
+                                      null_mask if null_mask is not None else ones(2 * b))))
+
+    def _text_part(self, text_tokens: torch.Tensor, text_mask, text2_tokens, text2_mask):
+        """Projected text tokens (B, L [+ L2], W) and the per-part key masks (None = all real)."""
         cfg = self.config
         b = text_tokens.shape[0]
         _expect(text_tokens, (b, None, cfg.text_dim), "text_tokens")
-        _expect(ref_image_embed, (b, cfg.embed_dim), "ref_image_embed")
-        _expect(mask_map, (b, cfg.mask_size, cfg.mask_size), "mask_map")
         dtype = self.to_text_embeds[0].weight.dtype
-        parts = [self.to_text_embeds(text_tokens.to(dtype))]
-        masks = [text_mask]
+        parts, masks = [self.to_text_embeds(text_tokens.to(dtype))], [(text_mask, text_tokens.shape[1])]
         if cfg.text2_dim:
             if text2_tokens is None:
                 raise ValueError("this denoiser was built with a second text encoder: pass text2_tokens")
             _expect(text2_tokens, (b, None, cfg.text2_dim), "text2_tokens")
             parts.append(self.to_text2_embeds(text2_tokens.to(dtype)))
-            masks.append(text2_mask)
+            masks.append((text2_mask, text2_tokens.shape[1]))
         elif text2_tokens is not None:
             raise ValueError("text2_tokens given, but the denoiser has no second text encoder (text2_dim=0)")
-        parts += [ref_image_embed.to(dtype)[:, None, :], self.mask_embeds(mask_map.to(dtype))[:, None, :]]
-        context = torch.cat(parts, dim=1)  # (B, L + 2, W)
-        key_mask = None
-        if any(m is not None for m in masks):
-            ones = lambda n: torch.ones(b, n, dtype=torch.bool, device=context.device)  # noqa: E731
-            pieces = [ones(1)]  # the null key
-            for m, p in zip(masks, parts):
-                pieces.append(m.to(torch.bool) if m is not None else ones(p.shape[1]))
-            pieces.append(ones(2))  # image and mask tokens
-            key_mask = torch.cat(pieces, dim=1)
-        return Context([layer[1].kv(context) for layer in self.transformer.layers], key_mask)
+        return torch.cat(parts, dim=1), masks
+
+    def _image_mask_part(self, ref_image_embed: torch.Tensor, mask_map: torch.Tensor, b: int) -> torch.Tensor:
+        """The reference image and mask tokens (B, 2, W)."""
+        cfg = self.config
+        _expect(ref_image_embed, (b, cfg.embed_dim), "ref_image_embed")
+        _expect(mask_map, (b, cfg.mask_size, cfg.mask_size), "mask_map")
+        dtype = self.to_text_embeds[0].weight.dtype
+        return torch.stack((ref_image_embed.to(dtype), self.mask_embeds(mask_map.to(dtype))), dim=1)
 
     def mask_embeds(self, mask_map: torch.Tensor) -> torch.Tensor:
         """(B, S, S) -> (B, W). Most rows carry no mask (all of stage 1, 70% of stage 2, most queries):
@@ -361,6 +413,15 @@ class CompoDiffDenoiser(nn.Module):
                 text2_mask=None) -> torch.Tensor:
         return self.denoise(x_t, t, self.context(text_tokens, ref_image_embed, mask_map, text_mask,
                                                  text2_tokens, text2_mask))
+
+
+def _key_mask(parts: list[tuple[torch.Tensor | None, int]], b: int, device, tail: int = 2) -> torch.Tensor | None:
+    """(B, 1 + L + tail) bool over [null key, text parts..., image and mask tokens], None if all real."""
+    if all(m is None for m, _ in parts):
+        return None
+    ones = lambda n: torch.ones(b, n, dtype=torch.bool, device=device)  # noqa: E731
+    pieces = [ones(1)] + [m.to(torch.bool) if m is not None else ones(n) for m, n in parts] + [ones(tail)]
+    return torch.cat(pieces, dim=1)
 
 
 def _expect(x: torch.Tensor, shape: tuple, name: str) -> None:

@@ -22,8 +22,11 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for s, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            s.lerp_(p.detach().to(s.dtype), 1.0 - d)
+        shadow, live = list(self.model.parameters()), list(model.parameters())
+        if len(shadow) != len(live):
+            raise ValueError(f"EMA holds {len(shadow)} parameters, the model has {len(live)}")
+        # one fused kernel over all parameters instead of one lerp per tensor
+        torch._foreach_lerp_(shadow, [p.detach().to(s.dtype) for s, p in zip(shadow, live)], 1.0 - d)
         for s, b in zip(self.model.buffers(), model.buffers(), strict=True):
             s.copy_(b)
 

@@ -85,20 +85,27 @@ def make_batch(step: int, seed: int, batch_size: int, mix: tuple[float, float, f
     drop_text = torch.rand(batch_size, generator=g) < dropout
     drop_image = torch.rand(batch_size, generator=g) < dropout
     dim = (pairs.image if pairs is not None else triplets.reference).shape[1]
-    x0 = torch.zeros(batch_size, dim)
-    image = torch.zeros(batch_size, dim)
+    # Gather every row at once (a per-row loop is a fifth of a training step): each row takes its
+    # pair or its triplet; a row of another task reads index 0 and is overwritten by the where.
+    is_pair = task != EQ3
+    is_eq2 = task == EQ2
+    if pairs is not None:
+        p_img = pairs.image[pair_idx]
+        p_masked = pairs.masked[pair_idx]
+    else:
+        p_img = p_masked = torch.zeros(batch_size, dim)
+    if triplets is not None:
+        t_tgt, t_ref = triplets.target[trip_idx], triplets.reference[trip_idx]
+    else:
+        t_tgt = t_ref = torch.zeros(batch_size, dim)
+    x0 = torch.where(is_pair[:, None], p_img, t_tgt)
+    image = torch.where(is_eq2[:, None], p_masked, torch.where(is_pair[:, None], torch.zeros_like(t_ref), t_ref))
     mask = torch.zeros(batch_size, mask_size, mask_size)
-    texts = [""] * batch_size
-    for i in range(batch_size):
-        k = int(task[i])
-        if k in (EQ1, EQ2):
-            j = int(pair_idx[i])
-            x0[i], texts[i] = pairs.image[j], pairs.caption[j]
-            if k == EQ2:
-                image[i], mask[i] = pairs.masked[j], _resize(pairs.mask[j], mask_size)
-        else:
-            j = int(trip_idx[i])
-            x0[i], image[i], texts[i] = triplets.target[j], triplets.reference[j], triplets.instruction[j]
+    eq2_rows = is_eq2.nonzero().flatten()
+    if len(eq2_rows):
+        mask[eq2_rows] = _resize(pairs.mask[pair_idx[eq2_rows]], mask_size)
+    texts = [pairs.caption[int(pair_idx[i])] if k != EQ3 else triplets.instruction[int(trip_idx[i])]
+             for i, k in enumerate(task.tolist())]
     rows_x0, rows_img, rows_mask, rows_txt, rows_task = [x0], [image], [mask], texts, [task]
     weight = [torch.ones(batch_size)]
     rev = (task == EQ3).nonzero().flatten() if bidirectional_alpha > 0 else torch.zeros(0, dtype=torch.long)
@@ -124,10 +131,11 @@ def make_batch(step: int, seed: int, batch_size: int, mix: tuple[float, float, f
 
 
 def _resize(m: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, S, S) masks -> (N, size, size) {0, 1} floats."""
     if m.shape[-1] == size:
         return m.float()
-    return (torch.nn.functional.interpolate(m[None, None].float(), size=(size, size), mode="bilinear",
-                                            align_corners=False)[0, 0] > 0.5).float()
+    return (torch.nn.functional.interpolate(m[:, None].float(), size=(size, size), mode="bilinear",
+                                            align_corners=False)[:, 0] > 0.5).float()
 
 
 def shard_rows(n: int, rank: int, world: int) -> slice:

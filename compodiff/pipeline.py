@@ -8,12 +8,14 @@ each sampling step then costs one batched forward of the two-token transformer.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from compodiff.denoiser import CompoDiffDenoiser, Context
+from compodiff.cpu_prepack import prepack_linears
+from compodiff.denoiser import CompoDiffDenoiser, TextKV
 from compodiff.diffusion import CosineSchedule
 from compodiff.sampling import ddim_sample, guided_x0, time_pairs_for_steps
 
@@ -50,13 +52,16 @@ class CompoDiffPipeline:
     """A denoiser with its text encoder(s): ``compose`` for strings, ``compose_tokens`` for tokens."""
 
     def __init__(self, denoiser: CompoDiffDenoiser, encoder=None, text_encoder2=None,
-                 attend_padding: bool = True, pad_mask: bool = False):
+                 attend_padding: bool = True, pad_mask: bool = False, cpu_prepack: bool = False):
         self.denoiser = denoiser.eval()
+        if cpu_prepack:  # fp32 CPU serving: oneDNN-reordered weights (compodiff.cpu_prepack); same outputs
+            prepack_linears(self.denoiser)
         self.encoder = encoder  # compodiff.encoders.Encoder (CLIP text tower for instructions)
         self.text_encoder2 = text_encoder2  # optional T5 (compodiff.text_t5.T5TextEncoder)
         self.schedule = CosineSchedule(denoiser.config.timesteps).to(self.device)
         self.attend_padding = attend_padding  # True: the release's cross-attention over padding too
         self.pad_mask = pad_mask  # True: hide padding inside the text tower (how the release was trained)
+        self._null_cache: dict = {}  # null text -> its keys and values (see _null_kv)
 
     @property
     def device(self) -> torch.device:
@@ -77,6 +82,24 @@ class CompoDiffPipeline:
             tokens2, real2 = self.text_encoder2.text_tokens(list(texts))
             cond.tokens2, cond.mask2 = tokens2.to(self.device), real2.to(self.device)
         return cond
+
+    def _null_kv(self, null: TextConditions) -> TextKV | tuple:
+        """The null text's keys and values, kept between calls while the weights are unchanged:
+        every query without a negative text shares the encoding of "" (a third of the conditions'
+        cost at batch 1). Per-row negative texts are returned as they are, for ``guidance_context``."""
+        parts = (null.tokens, null.mask, null.tokens2, null.mask2)
+        if not all(x is None or bool((x == x[:1]).all()) for x in parts):
+            return parts
+        digest = hashlib.sha1()
+        for x in parts:
+            digest.update(b"-" if x is None else x[:1].detach().cpu().contiguous().numpy().tobytes())
+        weights = tuple((w.data_ptr(), w._version) for w in self.denoiser.parameters())
+        key = (digest.hexdigest(), weights)
+        if key not in self._null_cache:
+            if len(self._null_cache) >= 8:
+                self._null_cache.pop(next(iter(self._null_cache)))
+            self._null_cache[key] = self.denoiser.text_kv(*parts)
+        return self._null_cache[key]
 
     # --- composed queries -----------------------------------------------------------
     @torch.no_grad()
@@ -134,12 +157,16 @@ class CompoDiffPipeline:
         b, r = ref.shape[0], num_samples
         # The three branches' conditions, encoded once for every step: [cond; null_text; null_all],
         # each query repeated R times inside its branch, as the release does.
-        ctx = Context.cat([c.repeat_interleave(r) for c in (
-            den.context(text.tokens, ref, mask_map, text.mask, text.tokens2, text.mask2),
-            den.context(null.tokens, ref, mask_map, null.mask, null.tokens2, null.mask2),
-            den.context(null.tokens, torch.zeros_like(ref), mask_map, null.mask, null.tokens2, null.mask2),
-        )])
+        ctx = den.guidance_context((text.tokens, text.mask, text.tokens2, text.mask2), self._null_kv(null), ref,
+                                   mask_map)
+        ctx = ctx.repeat_interleave(r)
         x = torch.randn((b * r, den.config.embed_dim), generator=generator).to(self.device)
-        x0 = ddim_sample(lambda x_t, t: guided_x0(den, x_t, t, ctx, w_image, w_text), x, pairs, self.schedule,
-                         eta=eta, generator=generator)
+        # every step's time token in one call (they depend on t alone): one pass over the time MLP
+        times = [t for t, _ in pairs]
+        tokens = dict(zip(times, den.time_token(torch.tensor(times, device=self.device)).unbind(0)))
+
+        def x0_fn(x_t, t):
+            return guided_x0(den, x_t, t, ctx, w_image, w_text, tokens[int(t[0])].expand(x_t.shape[0], -1))
+
+        x0 = ddim_sample(x0_fn, x, pairs, self.schedule, eta=eta, generator=generator)
         return x0.view(b, r, -1).mean(dim=1)

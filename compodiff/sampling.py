@@ -32,7 +32,7 @@ def time_pairs_for_steps(steps: int, total: int = 1000) -> list[tuple[int, int]]
 
 
 def guided_x0(denoiser: CompoDiffDenoiser, x_t: torch.Tensor, t: torch.Tensor, context: Context,
-              w_image: float, w_text: float) -> torch.Tensor:
+              w_image: float, w_text: float, time_token: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. (4), in one batched forward over three branches stacked as [cond; null_text; null_all]:
 
         x0 = n_all + w_image (n_txt - n_all) + w_text (cond - n_txt)
@@ -42,11 +42,13 @@ def guided_x0(denoiser: CompoDiffDenoiser, x_t: torch.Tensor, t: torch.Tensor, c
 
     ``context`` holds the three branches' conditions (batch 3B). With w_image = w_text = 1 the
     formula is exactly ``cond``; that case takes only the conditional third (one branch of work).
+    ``time_token`` (B, W) may come precomputed: it depends on t alone.
     """
     b = x_t.shape[0]
     if context.batch != 3 * b:
         raise ValueError(f"guidance needs a context of 3 x {b} rows, got {context.batch}")
-    time_token = denoiser.time_token(t)  # identical in every branch: computed once
+    if time_token is None:
+        time_token = denoiser.time_token(t)  # identical in every branch: computed once
     if w_image == 1.0 and w_text == 1.0:
         cond_only = Context([(k[:b], v[:b]) for k, v in context.kv],
                             None if context.key_mask is None else context.key_mask[:b])

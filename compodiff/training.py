@@ -58,6 +58,15 @@ def distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def bf16_is_fast(device: torch.device) -> bool:
+    """bf16 autocast pays on GPUs and on CPUs with native bf16 (AVX512-BF16 / AMX); elsewhere the
+    CPU emulates it, slower than fp32, so training stays in fp32 there."""
+    if device.type != "cpu":
+        return True
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(check and check())
+
+
 def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
     def f(step: int) -> float:
         if step < warmup:
@@ -108,6 +117,8 @@ def load_training_state(path: Path, spec: TrainSpec, config: DenoiserConfig) -> 
     if theirs != ours:
         diff = sorted(k for k in ours if theirs.get(k) != ours[k])
         raise ValueError(f"cannot resume from {path}: its training settings differ in {diff}")
+    if state.get("step", 0) > spec.steps:
+        raise ValueError(f"cannot resume from {path}: it is at step {state['step']}, beyond this run's {spec.steps}")
     return state
 
 
@@ -124,7 +135,7 @@ def train_denoiser(model: CompoDiffDenoiser, spec: TrainSpec, pairs: PairFeature
     schedule.to(device)
     ema = EMA(model, spec.ema_decay)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(spec.warmup_steps, spec.steps))
     start, resumed_loss = 0, float("nan")
     last = checkpoint_dir / "last.pt"
@@ -138,6 +149,7 @@ def train_denoiser(model: CompoDiffDenoiser, spec: TrainSpec, pairs: PairFeature
         start = state["step"]
         resumed_loss = float(state.get("loss", float("nan")))
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    bf16 = spec.bf16 and bf16_is_fast(device)
     model.train()
     # a finished run called again trains nothing and reports the loss it ended with
     t0, seen, loss_value, done = time.perf_counter(), 0, resumed_loss, 0
@@ -149,7 +161,7 @@ def train_denoiser(model: CompoDiffDenoiser, spec: TrainSpec, pairs: PairFeature
         x0, weight = batch.x0[rows].to(device), batch.weight[rows].to(device)
         tokens = text_tokens(batch.texts[rows]).to(device)
         x_t = schedule.q_sample(x0, batch.t[rows].to(device), batch.noise[rows].to(device))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             pred = net(x_t, batch.t[rows].to(device), tokens, batch.image[rows].to(device),
                        batch.mask[rows].to(device))
         per_row = ((pred.float() - x0) ** 2).mean(dim=1)
@@ -165,7 +177,7 @@ def train_denoiser(model: CompoDiffDenoiser, spec: TrainSpec, pairs: PairFeature
                                    f"is {last if last.is_file() else 'none (no checkpoint yet)'}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, spec.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, spec.grad_clip, foreach=True)
         opt.step()
         sched.step()
         ema.update(model)
@@ -183,5 +195,5 @@ def train_denoiser(model: CompoDiffDenoiser, spec: TrainSpec, pairs: PairFeature
     seconds = time.perf_counter() - t0
     model.eval()
     return {"stage": spec.stage, "final_loss": loss_value, "steps": spec.steps, "resumed_from": start,
-            "seconds": seconds, "samples_per_second": seen / max(seconds, 1e-9), "world_size": world,
+            "seconds": seconds, "samples_per_second": seen / max(seconds, 1e-9), "world_size": world, "bf16": bf16,
             "ema": ema}

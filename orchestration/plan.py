@@ -75,8 +75,18 @@ def datasets(p: Params, root: Path) -> list[tuple[str, str, str, bool]]:
     for name in ("image_text_pairs", "captions", "fashioniq", "cirr", "circo", "genecis"):
         ref = getattr(p.sources, name)
         if ref:
-            out.append((name, ref, *_exists(ref, root)))
+            out.append((name, ref, *(_shard_files(ref, root, p.world.shards) if name == "image_text_pairs"
+                                     else _exists(ref, root))))
     return out
+
+
+def _shard_files(ref: str, root: Path, shards: tuple[str, ...]) -> tuple[str, bool]:
+    """world_pairs ingests ``<shard>.tar`` or ``<shard>.parquet`` (img2dataset output) per shard."""
+    path = Path(ref) if Path(ref).is_absolute() else root / ref
+    if not path.is_dir():
+        return "MISSING", False
+    found = sum(any((path / f"{s}.{ext}").is_file() for ext in ("tar", "parquet")) for s in shards)
+    return f"{found}/{len(shards)} shard files (.tar / .parquet)", found == len(shards)
 
 
 def _exists(ref: str, root: Path) -> tuple[str, bool]:
@@ -134,8 +144,5 @@ def plan(root: Path, profile: str | None) -> int:
         asset = next(a for a in project.assets if key in a.keys)
         shards = f"[{len(p.world.shards)} shards]" if asset.partitions_def is not None else ""
         print(f"  {name:20s} {shards:12s} {sizes.get(name, '')}")
-    if p.sources is not None:
-        print("\nnote: the ingestion of sources.image_text_pairs into world_pairs shards is not built yet; "
-              "this profile's world_pairs step refuses to run rather than render the procedural world.")
     print(f"\n{problems} item(s) not available on this machine" if problems else "\neverything is available")
     return 1 if problems else 0

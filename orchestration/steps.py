@@ -32,13 +32,14 @@ def check_shard(layout: Layout, shard: str) -> None:
 
 def world_pairs(layout: Layout, shard: str) -> dict:
     check_shard(layout, shard)
-    if layout.params.sources is not None:
-        raise ConfigError(f"profile {layout.params.profile!r} reads image-text pairs from "
-                          f"{layout.params.sources.image_text_pairs}; their ingestion into shards is not built yet, "
-                          "and world_pairs will not render the procedural world in its place")
     w = layout.params.world
     t0 = time.perf_counter()
     out = layout.world_pairs(shard)
+    if layout.params.sources is not None:  # a paper profile: real image-text pairs, never the world
+        from datagen.image_text_shards import ingest_shard
+
+        manifest = ingest_shard(layout.params.sources.image_text_pairs, shard, out, w.image_size)
+        return {**manifest, "path": str(out), "bytes": out.stat().st_size, "seconds": time.perf_counter() - t0}
     manifest = write_pairs_shard(w, layout.params.seed, shard, w.pairs_per_shard, out)
     return {**manifest, "path": str(out), "bytes": out.stat().st_size, "seconds": time.perf_counter() - t0}
 

@@ -91,9 +91,9 @@ def train_stage(layout: Layout, stage: str, log: Log = print, on_metrics: Metric
     pairs = load_pair_features(layout, enc.embed_dim) if spec.mix[0] + spec.mix[1] > 0 else None
     triplets = load_triplet_features(layout, enc.embed_dim) if spec.mix[2] > 0 else None
     tokens = TextTokens(lambda texts: enc.text_tokens(texts)[0], p.training.text_cache)
-    # Outside the output, so a killed run resumes; keyed by everything but the step count, so a
-    # run with other settings starts afresh while a longer run of the same settings continues.
-    key = json.dumps({**asdict(spec), "steps": None, "denoiser": cfg.to_dict(), "encoder": p.encoder.model,
+    # Outside the output, so a killed run resumes; keyed by every setting, the step count included
+    # (the learning-rate schedule spans the whole run), so a run with other settings starts afresh.
+    key = json.dumps({**asdict(spec), "denoiser": cfg.to_dict(), "encoder": p.encoder.model,
                       "data": _data_digest(layout, stage)}, sort_keys=True)
     state_dir = layout.data / "train_state" / f"{stage}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 

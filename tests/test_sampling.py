@@ -7,6 +7,7 @@ import torch
 
 import compodiff
 from compodiff import CompoDiffPipeline, TextConditions
+from compodiff.denoiser import Context
 from compodiff.diffusion import CosineSchedule, cosine_betas
 from compodiff.sampling import ddim_sample, guided_x0, official_time_pairs
 
@@ -139,6 +140,37 @@ def test_eq4_weights_against_separate_forwards():
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("text2_dim", [0, 12])
+@pytest.mark.parametrize("same_null", [True, False])
+@pytest.mark.parametrize("text_masks", [False, True])
+def test_guidance_context_equals_three_separate_contexts(text2_dim, same_null, text_masks):
+    """The null text's keys and values are computed once for both null branches (and once per batch
+    when every row has the same null text): the result must be the three contexts, concatenated."""
+    torch.manual_seed(0)
+    net = compodiff.CompoDiffDenoiser(compodiff.preset("tiny", text2_dim=text2_dim)).eval()
+    c, b = net.config, 3
+    ref = torch.randn(b, c.embed_dim)
+    mask = (torch.rand(b, c.mask_size, c.mask_size) > 0.5).float()
+    mask[0] = 0
+    text = [torch.randn(b, 7, c.text_dim), torch.rand(b, 7) > 0.3, None, None]
+    null = [torch.randn(1 if same_null else b, 7, c.text_dim).expand(b, 7, c.text_dim), None, None, None]
+    if text2_dim:
+        text[2:] = [torch.randn(b, 5, text2_dim), torch.rand(b, 5) > 0.3]
+        null[2] = torch.randn(1 if same_null else b, 5, text2_dim).expand(b, 5, text2_dim)
+    if not text_masks:
+        text[1] = text[3] = None
+    with torch.no_grad():
+        want = Context.cat([net.context(text[0], ref, mask, *text[1:]), net.context(null[0], ref, mask, *null[1:]),
+                            net.context(null[0], torch.zeros_like(ref), mask, *null[1:])])
+        got = net.guidance_context(tuple(text), tuple(null), ref, mask)
+    for (k1, v1), (k2, v2) in zip(want.kv, got.kv, strict=True):
+        torch.testing.assert_close(k2, k1)
+        torch.testing.assert_close(v2, v1)
+    assert (want.key_mask is None) == (got.key_mask is None)
+    if want.key_mask is not None:
+        assert torch.equal(got.key_mask, want.key_mask)
+
+
 def test_seeded_sampling_is_deterministic_and_seed_sensitive():
     pipe = pipeline()
     ref, text, null = conditions()
@@ -188,3 +220,18 @@ def test_bad_queries_are_clear_errors():
         pipe.compose_tokens(ref, text, null, masks=torch.zeros(3, 8, 8))
     with pytest.raises(ValueError, match="no text encoder"):
         pipe.compose(ref, ["a", "b"])
+
+
+def test_null_text_keys_are_reused_between_calls_until_the_weights_change():
+    pipe = pipeline()
+    ref, text, null = conditions()
+    null = TextConditions(null.tokens[:1].expand_as(null.tokens), None)  # one null text for every query
+    first = pipe.compose_tokens(ref, text, null, steps=3, seed=1)
+    assert len(pipe._null_cache) == 1
+    torch.testing.assert_close(pipe.compose_tokens(ref, text, null, steps=3, seed=1), first)
+    assert len(pipe._null_cache) == 1
+    with torch.no_grad():  # new weights: the cached keys must not be used
+        pipe.denoiser.transformer.layers[0][1].to_kv.weight.mul_(2.0)
+    fresh = compodiff.CompoDiffPipeline(pipe.denoiser)
+    torch.testing.assert_close(pipe.compose_tokens(ref, text, null, steps=3, seed=1),
+                               fresh.compose_tokens(ref, text, null, steps=3, seed=1))
