@@ -127,7 +127,7 @@ def train_causal_lm(model, tokenizer, prompts: list[str], completions: list[str]
                     log: Callable[[int, float], None] | None = None) -> float:
     """Plain AdamW loop with linear warm-up and cosine decay; returns the final loss."""
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=True)
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))

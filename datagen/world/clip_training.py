@@ -53,7 +53,7 @@ def train_clip(cfg: EncoderTrainConfig, images: np.ndarray, captions: list[str],
     clip = open_clip.model.CLIP(**mcfg)
     tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=cfg.context_length)
     tokens = tokenizer(list(captions))
-    optimizer = torch.optim.AdamW(clip.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(clip.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
     def lr_at(step: int) -> float:  # linear warm-up, cosine decay
         if step < cfg.warmup_steps:
