@@ -313,9 +313,10 @@ class CompoDiffDenoiser(nn.Module):
     def text_kv(self, tokens: torch.Tensor, mask=None, tokens2=None, mask2=None) -> TextKV:
         """Per-layer keys and values of a text condition alone (the null key first). Rows that all
         hold the same text (the null text "") are computed once: the result then has one row."""
-        same = all(x is None or bool((x == x[:1]).all()) for x in (tokens, mask, tokens2, mask2))
-        rows = (lambda x: None if x is None else x[:1]) if same else (lambda x: x)  # noqa: E731
-        text, keys = self._text_part(*(rows(x) for x in (tokens, mask, tokens2, mask2)))
+        parts = (tokens, mask, tokens2, mask2)
+        if rows_identical(*parts):
+            parts = tuple(None if x is None else x[:1] for x in parts)
+        text, keys = self._text_part(*parts)
         return TextKV([layer[1].kv(text) for layer in self.transformer.layers],
                       _key_mask(keys, text.shape[0], text.device, tail=2))
 
@@ -334,19 +335,15 @@ class CompoDiffDenoiser(nn.Module):
         tails = self._image_mask_part(torch.cat((ref_image_embed, torch.zeros_like(ref_image_embed))),
                                       torch.cat((mask_map, mask_map)), 2 * b)
         kv = []
-        for layer, (ck, cv), (nk, nv) in zip(self.transformer.layers, cond.kv, null_kv.kv):
+        for layer, (nk, nv) in zip(self.transformer.layers, null_kv.kv):
             tk, tv = layer[1].kv(tails, null_first=False)  # (2B, h, 2, d): image and mask tokens
-            nk, nv = nk.expand(b, -1, -1, -1).repeat(2, 1, 1, 1), nv.expand(b, -1, -1, -1).repeat(2, 1, 1, 1)
-            kv.append((torch.cat((ck, torch.cat((nk, tk), dim=2))), torch.cat((cv, torch.cat((nv, tv), dim=2)))))
+            nk, nv = (x.expand(b, -1, -1, -1).repeat(2, 1, 1, 1) for x in (nk, nv))
+            kv.append((torch.cat((nk, tk), dim=2), torch.cat((nv, tv), dim=2)))
         if cond.kv[0][0].shape[2] != kv[0][0].shape[2]:
             raise ValueError(f"the text and the null text give {cond.kv[0][0].shape[2]} and {kv[0][0].shape[2]} "
                              "keys: encode them to one length")
         null_mask = None if null_kv.key_mask is None else null_kv.key_mask.expand(b, -1).repeat(2, 1)
-        if cond.key_mask is None and null_mask is None:
-            return Context(kv, None)
-        ones = lambda n: torch.ones(n, kv[0][0].shape[2], dtype=torch.bool, device=kv[0][0].device)  # noqa: E731
-        return Context(kv, torch.cat((cond.key_mask if cond.key_mask is not None else ones(b),
-                                      null_mask if null_mask is not None else ones(2 * b))))
+        return Context.cat([cond, Context(kv, null_mask)])
 
     def _text_part(self, text_tokens: torch.Tensor, text_mask, text2_tokens, text2_mask):
         """Projected text tokens (B, L [+ L2], W) and the per-part key masks (None = all real)."""
@@ -413,6 +410,11 @@ class CompoDiffDenoiser(nn.Module):
                 text2_mask=None) -> torch.Tensor:
         return self.denoise(x_t, t, self.context(text_tokens, ref_image_embed, mask_map, text_mask,
                                                  text2_tokens, text2_mask))
+
+
+def rows_identical(*tensors: torch.Tensor | None) -> bool:
+    """Every row (dim 0) of every given tensor equals its first row (None counts as identical)."""
+    return all(x is None or bool((x == x[:1]).all()) for x in tensors)
 
 
 def _key_mask(parts: list[tuple[torch.Tensor | None, int]], b: int, device, tail: int = 2) -> torch.Tensor | None:

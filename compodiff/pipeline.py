@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from compodiff.cpu_prepack import prepack_linears
-from compodiff.denoiser import CompoDiffDenoiser, TextKV
+from compodiff.denoiser import CompoDiffDenoiser, TextKV, rows_identical
 from compodiff.diffusion import CosineSchedule
 from compodiff.sampling import ddim_sample, guided_x0, time_pairs_for_steps
 
@@ -88,7 +88,7 @@ class CompoDiffPipeline:
         every query without a negative text shares the encoding of "" (a third of the conditions'
         cost at batch 1). Per-row negative texts are returned as they are, for ``guidance_context``."""
         parts = (null.tokens, null.mask, null.tokens2, null.mask2)
-        if not all(x is None or bool((x == x[:1]).all()) for x in parts):
+        if not rows_identical(*parts):
             return parts
         digest = hashlib.sha1()
         for x in parts:
