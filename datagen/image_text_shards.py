@@ -5,13 +5,15 @@ shard named like the shard: a WebDataset tar (``KEY.jpg|png|webp`` + ``KEY.txt``
 ``KEY.json``) or a parquet file (image bytes in ``jpg`` / ``png`` / ``webp`` / ``image``, the caption in
 ``caption`` / ``txt``). Each pair is decoded, centre-cropped and resized to ``image_size``, and written
 in the same packed parquet shard as the world's pairs, so every later step reads one format. Pairs
-that cannot be used (an image that does not decode, an empty or missing caption) are skipped and
-counted by reason in the manifest, named in ``skipped_examples``; the shard is written atomically.
+that cannot be used (an image that does not decode, an empty or missing caption, no image) are
+skipped and counted by reason, with an example key each, in the step's result and beside the shard
+(``<shard>.parquet.stats.json``); the shard is written atomically.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 import time
 from collections import Counter
@@ -98,8 +100,11 @@ def ingest_shard(folder: str | Path, shard: str, out: str | Path, image_size: in
     stat = src.stat()
     manifest = {"kind": "image_text_pairs", "shard": shard, "source": str(src), "source_bytes": stat.st_size,
                 "source_mtime": int(stat.st_mtime), "image_size": image_size, "max_pairs": max_pairs}
-    if is_complete(out, manifest):
-        return {**manifest, "skipped": True}
+    if is_complete(out, manifest):  # kept as is; report what it holds
+        stats_file = Path(str(out) + ".stats.json")
+        stats = (json.loads(stats_file.read_text()) if stats_file.is_file()
+                 else {"count": pq.read_metadata(out).num_rows})
+        return {**manifest, **stats, "skipped": True}
     t0 = time.perf_counter()
     reader = read_webdataset if src.suffix == ".tar" else read_parquet
     cols: dict[str, list] = {c: [] for c in ("id", "caption", "scene", "render_seed", "image_png", "segmap_png")}

@@ -55,7 +55,8 @@ def test_webdataset_shard_is_ingested_with_bad_pairs_counted(tmp_path):
     assert t["scene"] == [None, None] and t["segmap_png"] == [None, None]
     # a rerun keeps the complete shard as it is
     before = out.stat().st_mtime_ns
-    assert ingest_shard(src, "laion-00000", out, image_size=32)["skipped"] is True
+    again = ingest_shard(src, "laion-00000", out, image_size=32)
+    assert again["skipped"] is True and again["count"] == 2 and again["skipped_pairs"] == m["skipped_pairs"]
     assert out.stat().st_mtime_ns == before
 
 
