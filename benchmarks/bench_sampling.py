@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import time
 
 import torch
+from report import report
 
 import compodiff
 from compodiff import TextConditions
@@ -109,9 +109,7 @@ def main() -> None:
         row.update(ours_queries_per_s=b / best, reference_queries_per_s=b / naive_t)
         results[f"batch{b}"] = row
         print(line + f"  max |diff| {row['max_abs_diff']:.1e}", flush=True)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=2)
+    report(results, args.out)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from compodiff.atomic import write_json
 from datagen.shards import encode_png, is_complete, write_shard
 
+SOURCE_EXTS = ("tar", "parquet")  # one source file per shard: <shard>.tar or <shard>.parquet
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 IMAGE_COLUMNS = ("jpg", "png", "webp", "image")
 CAPTION_COLUMNS = ("caption", "txt")
@@ -37,7 +38,7 @@ class SourceError(ValueError):
 
 def source_path(folder: str | Path, shard: str) -> Path:
     """``folder/shard.tar`` or ``folder/shard.parquet``: exactly one must exist."""
-    candidates = [Path(folder) / f"{shard}.{ext}" for ext in ("tar", "parquet")]
+    candidates = [Path(folder) / f"{shard}.{ext}" for ext in SOURCE_EXTS]
     found = [c for c in candidates if c.is_file()]
     if len(found) != 1:
         what = "neither" if not found else "both"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from compodiff.config import Params, load_params
 from compodiff.denoiser import preset
+from datagen.image_text_shards import SOURCE_EXTS
 
 HUB = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
 
@@ -81,11 +82,11 @@ def datasets(p: Params, root: Path) -> list[tuple[str, str, str, bool]]:
 
 
 def _shard_files(ref: str, root: Path, shards: tuple[str, ...]) -> tuple[str, bool]:
-    """world_pairs ingests ``<shard>.tar`` or ``<shard>.parquet`` (img2dataset output) per shard."""
+    """world_pairs ingests one source file per shard (``datagen.image_text_shards.source_path``)."""
     path = Path(ref) if Path(ref).is_absolute() else root / ref
     if not path.is_dir():
         return "MISSING", False
-    found = sum(any((path / f"{s}.{ext}").is_file() for ext in ("tar", "parquet")) for s in shards)
+    found = sum(any((path / f"{s}.{ext}").is_file() for ext in SOURCE_EXTS) for s in shards)
     return f"{found}/{len(shards)} shard files (.tar / .parquet)", found == len(shards)
 
 

@@ -39,8 +39,8 @@ def world_pairs(layout: Layout, shard: str) -> dict:
         from datagen.image_text_shards import ingest_shard
 
         manifest = ingest_shard(layout.params.sources.image_text_pairs, shard, out, w.image_size)
-        return {**manifest, "path": str(out), "bytes": out.stat().st_size, "seconds": time.perf_counter() - t0}
-    manifest = write_pairs_shard(w, layout.params.seed, shard, w.pairs_per_shard, out)
+    else:
+        manifest = write_pairs_shard(w, layout.params.seed, shard, w.pairs_per_shard, out)
     return {**manifest, "path": str(out), "bytes": out.stat().st_size, "seconds": time.perf_counter() - t0}
 
 
