@@ -20,6 +20,7 @@ from compodiff.evaluation import cir_metrics
 from compodiff.objectives import TripletFeatures
 from compodiff.pipeline import CompoDiffPipeline
 from compodiff.training import TextTokens, train_denoiser
+from orchestration.cores import use_cores
 from orchestration.eval_steps import Queries, compodiff_queries
 from orchestration.layout import Layout
 from orchestration.steps import Log
@@ -41,7 +42,7 @@ def _csv(path: Path, header: list[str], rows: list[list]) -> None:
 def ablations(layout: Layout, log: Log = print) -> dict:
     p = layout.params
     a, b = p.ablations, p.benchmark
-    torch.set_num_threads(p.training.threads)
+    use_cores(p.training.threads)
     q = Queries(layout)
     stage2 = CompoDiffPipeline(load_checkpoint(layout.stage_dir("stage2") / "denoiser.safetensors"), q.enc)
     out: dict = {}

@@ -151,13 +151,14 @@ def cmd_lifecycle(args) -> int:
     import dagster as dg
 
     from orchestration import definitions as d
-    from orchestration.lifecycle import StepFailed, materialize_all
+    from orchestration.lifecycle import SIDE_LANE, StepFailed, materialize_all
 
     t_all = time.perf_counter()
     try:
         materialize_all(d.project, dg.DagsterInstance.get(),
                         set(args.select.split(",")) if args.select else None,
-                        log=lambda m: print(m, flush=True), log_level="INFO" if args.verbose else "WARNING")
+                        log=lambda m: print(m, flush=True), log_level="INFO" if args.verbose else "WARNING",
+                        side_lane=() if args.serial else SIDE_LANE)
     except StepFailed as err:
         print(f"!! {err}", file=sys.stderr)
         return 1
@@ -189,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("lifecycle", help="run the whole lifecycle through Dagster")
     p.add_argument("--select", help="comma-separated asset names (default: all)")
     p.add_argument("--verbose", action="store_true", help="show every step's log lines")
+    p.add_argument("--serial", action="store_true",
+                   help="one step at a time (default: the caption LM and the benchmark beside the main chain)")
     p.set_defaults(func=cmd_lifecycle)
     p = sub.add_parser("run", help="run one step (what DVC stages call)")
     p.add_argument("step")

@@ -23,6 +23,7 @@ from datagen.world import benchmark as wb
 from datagen.world.benchmark_export import export
 from datagen.world.render import render
 from datagen.world.scene import Scene
+from orchestration.cores import use_cores
 from orchestration.layout import Layout
 from orchestration.steps import Log
 
@@ -145,7 +146,7 @@ def negated_share(q: Queries, retrieved: np.ndarray, k: int = 10) -> float:
 def benchmark_metrics(layout: Layout, log: Log = print) -> dict:
     p = layout.params
     b = p.benchmark
-    torch.set_num_threads(p.training.threads)
+    use_cores(p.training.threads)
     t0 = time.perf_counter()
     q = Queries(layout)
     gt = q.rows["ground_truth"]

@@ -14,6 +14,7 @@ from compodiff.feature_store import save_features
 from datagen.instructions import reversed_instruction
 from datagen.masks import ClipSegMasker, noise_masked_region, world_object_mask
 from datagen.shards import decode_png, read_shard
+from orchestration.cores import cores
 from orchestration.layout import Layout
 from orchestration.steps import Log, check_shard, in_processes
 
@@ -72,11 +73,10 @@ def _pair_features_worker(layout: Layout, shard: str) -> dict:
 
 def pair_features_shards(layout: Layout, shards: list[str], log: Log = print, workers: int = 0) -> list[dict]:
     """Shards in parallel processes on a CPU (one per core); one process where the encoder has a GPU."""
-    import os
 
     import torch
 
-    workers = workers or (1 if torch.cuda.is_available() else min(len(shards), os.cpu_count() or 1))
+    workers = workers or (1 if torch.cuda.is_available() else min(len(shards), cores()))
     return in_processes(_pair_features_worker, layout, shards, workers,
                         lambda m, n: log(f"pair_features: shard {m['shard']} done [{n}/{len(shards)}]"),
                         local=lambda lay, s: pair_features(lay, s, log))

@@ -4,7 +4,6 @@ Plain functions called by the Dagster assets and the CLI."""
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 
 import numpy as np
@@ -15,6 +14,7 @@ from compodiff.encoders import load_encoder
 from datagen.clip_filter import SCORES, apply_filter, clip_scores
 from datagen.image_pairs import TRIPLET_COLUMNS, generate_shard
 from datagen.shards import decode_png, read_shard, write_shard
+from orchestration.cores import cores
 from orchestration.layout import Layout
 from orchestration.steps import Log, check_shard, in_processes
 
@@ -77,7 +77,7 @@ def image_pairs_shards(layout: Layout, shards: list[str], log: Log = print, work
         check_shard(layout, s)
     if layout.params.image_pairs.generator != "procedural":
         workers = 1
-    workers = workers or min(len(shards), os.cpu_count() or 1)
+    workers = workers or min(len(shards), cores())
     return in_processes(image_pairs_shard, layout, shards, workers,
                         lambda m, n: log(f"image_pairs: shard {m['shard']} {'kept' if m['skipped'] else 'written'} "
                                          f"[{n}/{len(shards)}]"),

@@ -18,6 +18,7 @@ from compodiff.checkpoint import load_checkpoint
 from compodiff.config import ConfigError
 from compodiff.encoders import load_encoder
 from compodiff.pipeline import CompoDiffPipeline
+from orchestration.cores import use_cores
 from orchestration.layout import Layout
 from orchestration.steps import Log
 
@@ -51,7 +52,7 @@ def real_benchmark(layout: Layout, name: str, log: Log = print) -> dict:
         return {"configured": 0}
     root = Path(root) if Path(root).is_absolute() else layout.root / root
     t0 = time.perf_counter()
-    torch.set_num_threads(p.training.threads)
+    use_cores(p.training.threads)
     enc = load_encoder(p.encoder.model, p.encoder.pretrained, root=layout.root)
     pipe = CompoDiffPipeline(load_checkpoint(layout.stage_dir("stage2") / "denoiser.safetensors"), enc)
     b = p.benchmark

@@ -3,7 +3,6 @@ stage (through the CLI) both call these, so the two orchestrators run one logic.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -16,6 +15,7 @@ from compodiff.atomic import atomic_dir, write_json
 from compodiff.config import ConfigError
 from datagen.shards import decode_png, read_shard, write_shard
 from datagen.world.pairs import make_pairs, write_pairs_shard
+from orchestration.cores import cores, use_cores
 from orchestration.layout import Layout
 
 Log = Callable[[str], None]
@@ -69,7 +69,7 @@ def world_pairs_shards(layout: Layout, shards: list[str], workers: int = 0, log:
     """Several shards, in parallel processes (one per core by default); each shard is atomic on its own."""
     for shard in shards:
         check_shard(layout, shard)
-    return in_processes(world_pairs, layout, shards, workers or min(len(shards), os.cpu_count() or 1),
+    return in_processes(world_pairs, layout, shards, workers or min(len(shards), cores()),
                         lambda m, n: log(f"world_pairs: shard {m['shard']} {'kept' if m['skipped'] else 'written'} "
                                          f"({m['count']} pairs, {m['seconds']:.1f}s) [{n}/{len(shards)}]"))
 
@@ -102,6 +102,7 @@ def encoder(layout: Layout, log: Log = print, on_metrics: Callable[[int, dict], 
     missing = [str(layout.world_pairs(s)) for s in p.world.shards if not layout.world_pairs(s).is_file()]
     if missing:
         raise FileNotFoundError(f"encoder needs the world_pairs shards first; missing: {missing}")
+    use_cores(p.encoder.train.threads)
     log(f"encoder: loading {len(p.world.shards)} shards")
     images, captions = _load_pairs([layout.world_pairs(s) for s in p.world.shards])
     heldout = make_pairs(p.world, p.seed, "heldout", p.world.heldout_pairs)

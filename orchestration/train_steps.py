@@ -22,6 +22,7 @@ from compodiff.encoders import load_encoder
 from compodiff.feature_store import load_features
 from compodiff.objectives import PairFeatures, TripletFeatures
 from compodiff.training import TextTokens, TrainSpec, distributed, train_denoiser
+from orchestration.cores import use_cores
 from orchestration.layout import Layout
 from orchestration.steps import Log
 
@@ -73,7 +74,7 @@ def _data_digest(layout: Layout, stage: str) -> str:
 
 def train_stage(layout: Layout, stage: str, log: Log = print, on_metrics: Metrics | None = None) -> dict:
     p = layout.params
-    torch.set_num_threads(p.training.threads)
+    use_cores(p.training.threads)
     rank, world = distributed()
     enc = load_encoder(p.encoder.model, p.encoder.pretrained, root=layout.root)
     cfg = preset(p.training.denoiser, embed_dim=enc.embed_dim, text_dim=enc.text_width)
@@ -135,7 +136,7 @@ def combiner(layout: Layout, log: Log = print, on_metrics: Metrics | None = None
     reversed loss of BLIP4CIR+Bi (alpha and prefix of training.bidirectional), for the results table."""
     p = layout.params
     c = p.combiner
-    torch.set_num_threads(p.training.threads)
+    use_cores(p.training.threads)
     enc = load_encoder(p.encoder.model, p.encoder.pretrained, root=layout.root)
     trip = load_triplet_features(layout, enc.embed_dim)
     text = enc.encode_text(trip.instruction)

@@ -21,6 +21,7 @@ from datagen.shards import read_manifest, read_shard, write_shard
 from datagen.world import edits, truth
 from datagen.world.captions import CaptionParseError, parse_caption
 from datagen.world.nlp import build_world_nlp
+from orchestration.cores import use_cores
 from orchestration.layout import Layout
 from orchestration.steps import Log, check_shard
 
@@ -135,6 +136,7 @@ def llm_adapter(layout: Layout, log: Log = print) -> dict:
     """Fine-tune the causal LM with LoRA on the seed triplets; save base, adapter and tokenizer."""
     p = layout.params
     cfg = p.caption_triplets.llm
+    use_cores()
     ids, captions, _, _ = _pool(layout)
     order = np.random.default_rng([p.seed, 17]).permutation(len(captions))
     if cfg.seed_triplets:
@@ -186,6 +188,7 @@ def llm_triplets_step(layout: Layout, log: Log = print) -> dict:
     p = layout.params
     cfg = p.caption_triplets.llm
     _require([layout.llm_dir / "adapter"], "llm_triplets")
+    use_cores()
     ids, captions, _, _ = _pool(layout)
     seeds = set(read_shard(layout.llm_dir / "seed_triplets.parquet", ["reference"]).column("reference").to_pylist())
     order = np.random.default_rng([p.seed, 23]).permutation(len(captions))

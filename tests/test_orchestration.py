@@ -136,6 +136,35 @@ def test_a_missing_upstream_fails_clearly(tmp_path):
         materialize_all(project, dg.DagsterInstance.ephemeral(), select={"encoder"}, log=lambda m: None)
 
 
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the side lane takes a core of its own")
+def test_lifecycle_runs_the_side_lane_beside_the_main_chain_and_reports_its_failure(tmp_path):
+    root = copy_project(tmp_path / "project")
+    env = env_for(root)
+    select = "world_pairs,encoder,caption_pool,keyword_triplets,llm_adapter,llm_triplets,world_benchmark," \
+             "gallery_features"
+    out = run([str(ROOT / ".venv" / "bin" / "compodiff"), "lifecycle", "--select", select], root, env)
+    assert "[side lane, 1 core(s)] world_benchmark, caption_pool, llm_adapter, llm_triplets" in out
+    side = [line.split("==> ")[1] for line in out.splitlines() if line.startswith("  [side] ==> ")]
+    main = [line.split("==> ")[1].split()[0] for line in out.splitlines() if line.startswith("==> ")]
+    assert side == ["world_benchmark", "caption_pool", "llm_adapter", "llm_triplets"]
+    assert main == ["world_pairs", "encoder", "gallery_features", "keyword_triplets"]
+    # keyword_triplets consumes caption_pool: it starts only after the side lane has written it
+    assert out.index("[side]     caption_pool done") < out.index("==> keyword_triplets")
+    instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
+    for name in select.split(","):
+        assert instance.get_latest_materialization_event(dg.AssetKey(name)) is not None, name
+    # a side-lane step that fails stops the lifecycle with its name, and what the main chain wrote stays
+    adapter = (root / "data" / "llm" / "manifest.json").read_text()
+    params = (root / "params.yaml").read_text().replace("seed_triplets: null", "seed_triplets: /nonexistent.jsonl")
+    (root / "params.yaml").write_text(params)
+    failed = subprocess.run([str(ROOT / ".venv" / "bin" / "compodiff"), "lifecycle", "--select",
+                             "llm_adapter,llm_triplets,world_benchmark,gallery_features"], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert failed.returncode == 1
+    assert "side lane: llm_adapter failed" in failed.stderr
+    assert (root / "data" / "llm" / "manifest.json").read_text() == adapter
+
+
 def test_dagster_definitions_validate(tmp_path):
     """What `dagster dev` loads: jobs, partitions, checks and resources all valid."""
     root = copy_project(tmp_path)

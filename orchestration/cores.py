@@ -1,0 +1,35 @@
+"""How many CPU cores a step may use: all of them, unless the lifecycle runs it beside another step.
+
+The lifecycle's side lane (orchestration.lifecycle) runs two steps at once, one core each, and says so
+through COMPODIFF_CORES; every step sizes its torch thread pool and its worker processes from here.
+"""
+
+from __future__ import annotations
+
+import os
+
+CORES_ENV = "COMPODIFF_CORES"
+
+
+def cores() -> int:
+    """The cores this step may use: COMPODIFF_CORES when set, else the machine's."""
+    machine = os.cpu_count() or 1
+    value = os.environ.get(CORES_ENV)
+    if not value:
+        return machine
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"{CORES_ENV}={value!r}: expected a whole number of cores") from None
+    if n < 1:
+        raise ValueError(f"{CORES_ENV}={value!r}: at least one core")
+    return min(n, machine)
+
+
+def use_cores(configured: int | None = None) -> int:
+    """Size torch's thread pool: ``configured`` (params), capped by ``cores()``. Returns the count."""
+    import torch
+
+    n = min(configured or cores(), cores())
+    torch.set_num_threads(n)
+    return n
