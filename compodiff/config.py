@@ -244,7 +244,7 @@ class AblationsConfig:
     steps: tuple[int, ...]  # sampling steps (Table 4)
     w_image: tuple[float, ...]  # guidance sweep (Fig. 10)
     w_text: tuple[float, ...]
-    train_steps: int  # length of the short stage-2 runs of the training ablations
+    train_steps: int  # length of the short stage-2 runs of the training ablations (0: not run)
     triplet_fractions: tuple[float, ...]  # triplet-set scale (Table 6)
     alphas: tuple[float, ...]  # bi-directional weight
 

@@ -35,13 +35,17 @@ def _unique_text(encoder: Encoder, texts: list[str], batch_size: int) -> torch.T
 @torch.no_grad()
 def clip_scores(encoder: Encoder, reference_images: np.ndarray, target_images: np.ndarray,
                 reference_captions: list[str], target_captions: list[str], instructions: list[str],
-                methods: list[str], target_keywords: list[str | None], batch_size: int = 512) -> dict[str, np.ndarray]:
-    """Every score for every pair; sim_keyword / sim_instruction are NaN where they do not apply."""
+                methods: list[str], target_keywords: list[str | None], batch_size: int = 512,
+                image_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, np.ndarray]:
+    """Every score for every pair; sim_keyword / sim_instruction are NaN where they do not apply.
+    ``image_embeddings``: the images' raw embeddings (``encoder.encode_images``), when already made."""
     n = len(reference_captions)
     if not (len(reference_images) == len(target_images) == len(target_captions) == len(instructions) == n):
         raise ValueError("clip_scores: images, captions and instructions must have one entry per pair")
-    img0 = l2_normalize(encoder.encode_images(reference_images, batch_size=batch_size))
-    img1 = l2_normalize(encoder.encode_images(target_images, batch_size=batch_size))
+    if image_embeddings is None:
+        image_embeddings = (encoder.encode_images(reference_images, batch_size=batch_size),
+                            encoder.encode_images(target_images, batch_size=batch_size))
+    img0, img1 = (l2_normalize(e) for e in image_embeddings)
     txt0 = _unique_text(encoder, reference_captions, batch_size)
     txt1 = _unique_text(encoder, target_captions, batch_size)
     is_kw = np.array([m == "keyword" for m in methods], dtype=bool)

@@ -67,7 +67,8 @@ def ablations(layout: Layout, log: Log = print) -> dict:
     best = np.unravel_index(int(np.argmax(grid)), grid.shape)
     log(f"ablations: best guidance w_I {a.w_image[best[0]]} w_T {a.w_text[best[1]]}: mAP@10 {grid.max():.2f}")
     # Tables 6 and 8, and alpha: short stage-2 runs from the stage-1 weights, same length each
-    out["training"] = _training_ablations(layout, q, log)
+    # (train_steps 0: not run; runs much shorter than stage 2 itself measure little but noise)
+    out["training"] = _training_ablations(layout, q, log) if a.train_steps > 0 else {}
     _csv(layout.plots / "training_ablations.csv", ["run", "mAP@10"],
          [[k, v["mAP@10"]] for k, v in out["training"].items()])
     _figures(layout, out)
@@ -122,7 +123,7 @@ def _figures(layout: Layout, out: dict) -> None:
     fig.colorbar(im, ax=ax[1])
     t = out["training"]
     ax[2].barh(list(t), [v["mAP@10"] for v in t.values()])
-    ax[2].set(xlabel="mAP@10", title="Short stage-2 runs")
+    ax[2].set(xlabel="mAP@10", title="Short stage-2 runs" if t else "Short stage-2 runs: not run (train_steps 0)")
     fig.tight_layout()
     layout.plots.mkdir(parents=True, exist_ok=True)
     with atomic_path(layout.plots / "ablations.png", suffix=".png") as tmp:

@@ -3,15 +3,18 @@ progress lines, numeric results as metadata)."""
 
 import dagster as dg
 
+from orchestration.cores import follow_cores
 from orchestration.resources import ProjectResource
 from orchestration.tracking import MLflowTracking
 
 
 def progress(context):
-    """Progress lines on stdout (the CLI and the UI's stdout pane) and in the Dagster event log."""
+    """Progress lines on stdout (the CLI and the UI's stdout pane) and in the Dagster event log. Steps
+    log between iterations, so this is also where a running step takes up cores freed meanwhile."""
     def log(message: str) -> None:
         print(message, flush=True)
         context.log.info(message)
+        follow_cores()
     return log
 
 

@@ -26,10 +26,26 @@ def cores() -> int:
     return min(n, machine)
 
 
+_configured: int | None = None  # what the running step asked use_cores for
+
+
 def use_cores(configured: int | None = None) -> int:
     """Size torch's thread pool: ``configured`` (params), capped by ``cores()``. Returns the count."""
     import torch
 
+    global _configured
+    _configured = configured
     n = min(configured or cores(), cores())
     torch.set_num_threads(n)
     return n
+
+
+def follow_cores() -> None:
+    """Between the iterations of a long step: take up the cores the side lane has handed back since
+    the step started (its thread pool was sized while the lane ran). Call from the step's own thread:
+    torch's pool size is per thread."""
+    import torch
+
+    n = min(_configured or cores(), cores())
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)

@@ -10,12 +10,13 @@ import numpy as np
 
 from compodiff.config import ConfigError
 from compodiff.encoders import load_encoder
-from compodiff.feature_store import save_features
+from compodiff.feature_store import FeatureError, load_features, save_features
 from datagen.instructions import reversed_instruction
 from datagen.masks import ClipSegMasker, noise_masked_region, world_object_mask
 from datagen.shards import decode_png, read_shard
 from orchestration.cores import cores
 from orchestration.layout import Layout
+from orchestration.pair_steps import IMAGE_EMBEDDINGS
 from orchestration.steps import Log, check_shard, in_processes
 
 
@@ -82,6 +83,18 @@ def pair_features_shards(layout: Layout, shards: list[str], log: Log = print, wo
                         local=lambda lay, s: pair_features(lay, s, log))
 
 
+def _filtered_embeddings(layout: Layout, ids: list[str], dim: int):
+    """The image embeddings the CLIP filter made for exactly these pairs with this encoder, or (None, None)."""
+    try:
+        arrays, texts, _ = load_features(layout.filtered_triplets / IMAGE_EMBEDDINGS, dim, layout.params.encoder.model,
+                                         ("reference", "target"))
+    except FeatureError:
+        return None, None
+    if texts.get("id") != ids:
+        return None, None
+    return arrays["reference"], arrays["target"]
+
+
 def triplet_features(layout: Layout, log: Log = print) -> dict:
     """Reference and target image embeddings of every filtered triplet, with both instructions."""
     p = layout.params
@@ -94,10 +107,12 @@ def triplet_features(layout: Layout, log: Log = print) -> dict:
     if not t["id"]:
         raise ValueError(f"{src} holds no pairs: the CLIP filter kept nothing, so there is nothing to train on")
     enc = load_encoder(p.encoder.model, p.encoder.pretrained, root=layout.root)
-    ref = enc.encode_images(np.stack([decode_png(b, f"{src}:{i}") for b, i in zip(t["reference_png"], t["id"])]),
-                            batch_size=p.features.batch_size).numpy()
-    tgt = enc.encode_images(np.stack([decode_png(b, f"{src}:{i}") for b, i in zip(t["target_png"], t["id"])]),
-                            batch_size=p.features.batch_size).numpy()
+    ref, tgt = _filtered_embeddings(layout, t["id"], enc.embed_dim)
+    if ref is None:  # filtered by an older version, or the file is damaged: encode the images again
+        ref = enc.encode_images(np.stack([decode_png(b, f"{src}:{i}") for b, i in zip(t["reference_png"], t["id"])]),
+                                batch_size=p.features.batch_size).numpy()
+        tgt = enc.encode_images(np.stack([decode_png(b, f"{src}:{i}") for b, i in zip(t["target_png"], t["id"])]),
+                                batch_size=p.features.batch_size).numpy()
     bi = p.training.bidirectional
     reverse = [reversed_instruction(m, ins, tid, s, g, bi.reverse_prefix) for m, ins, tid, s, g in zip(
         t["method"], t["instruction"], t["template_id"], t["source_keyword"], t["target_keyword"])]

@@ -165,6 +165,8 @@ class SideLane:
                     self.error = value
                 if kind in ("failed", "exit"):
                     self.running = False
+                    # the main chain's running step takes the lane's cores back (cores.follow_cores)
+                    os.environ[CORES_ENV] = str(self.n_cores + int(os.environ.get(CORES_ENV) or 0))
                 self.cond.notify_all()
             if kind in ("failed", "exit"):
                 return

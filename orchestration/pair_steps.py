@@ -7,16 +7,20 @@ import hashlib
 import time
 
 import numpy as np
+import torch
 
 from compodiff.atomic import atomic_dir, write_json
 from compodiff.config import ConfigError
 from compodiff.encoders import load_encoder
+from compodiff.feature_store import save_features
 from datagen.clip_filter import SCORES, apply_filter, clip_scores
 from datagen.image_pairs import TRIPLET_COLUMNS, generate_shard
 from datagen.shards import decode_png, read_shard, write_shard
 from orchestration.cores import cores
 from orchestration.layout import Layout
 from orchestration.steps import Log, check_shard, in_processes
+
+IMAGE_EMBEDDINGS = "image_embeddings.npz"  # the kept pairs' raw CLIP image embeddings, beside pairs.parquet
 
 
 def make_generator(layout: Layout):
@@ -97,21 +101,27 @@ def filtered_triplets(layout: Layout, log: Log = print) -> dict:
         raise FileNotFoundError(f"filtered_triplets needs every image_pairs shard first; missing: {missing}")
     enc = load_encoder(p.encoder.model, p.encoder.pretrained, root=layout.root)
     t0 = time.perf_counter()
-    tables, all_scores = [], {k: [] for k in SCORES}
+    tables, all_scores, embeddings = [], {k: [] for k in SCORES}, {"reference": [], "target": []}
     for path in paths:
         t = read_shard(path).replace_schema_metadata(None).to_pydict()
         ok = [i for i, s in enumerate(t["status"]) if s == "ok"]
         ids = [t["id"][i] for i in ok]
         ref = _decode_all([t["reference_png"][i] for i in ok], ids, str(path)) if ok else np.zeros((0, 1, 1, 3))
         tgt = _decode_all([t["target_png"][i] for i in ok], ids, str(path)) if ok else np.zeros((0, 1, 1, 3))
+        emb = (enc.encode_images(ref, batch_size=p.features.batch_size).numpy(),
+               enc.encode_images(tgt, batch_size=p.features.batch_size).numpy())
         s = clip_scores(enc, ref, tgt, [t["reference"][i] for i in ok], [t["target"][i] for i in ok],
                         [t["instruction"][i] for i in ok], [t["method"][i] for i in ok],
-                        [t["target_keyword"][i] for i in ok])
+                        [t["target_keyword"][i] for i in ok], image_embeddings=tuple(map(torch.from_numpy, emb)))
         n = len(t["id"])
         for k in SCORES:
             full = np.full(n, np.nan, dtype=np.float32)
             full[ok] = s[k]
             all_scores[k].append(full)
+        for k, e in zip(("reference", "target"), emb):  # kept for triplet_features: no second encoding
+            full = np.full((n, enc.embed_dim), np.nan, dtype=np.float32)
+            full[ok] = e
+            embeddings[k].append(full)
         tables.append(t)
         log(f"filtered_triplets: scored {len(ok)} pairs of {path.name}")
     rows = {k: sum((t[k] for t in tables), []) for k in tables[0]}
@@ -135,6 +145,10 @@ def filtered_triplets(layout: Layout, log: Log = print) -> dict:
         kept_rows = {k: [v[i] for i in np.flatnonzero(keep)] for k, v in {**rows, **score_cols}.items()}
         write_shard(tmp / "pairs.parquet", kept_rows, {"kind": "filtered_triplets", "count": int(keep.sum()),
                                                         "thresholds": stats["thresholds"]})
+        kept = np.flatnonzero(keep)
+        save_features(tmp / IMAGE_EMBEDDINGS, {k: np.concatenate(v)[kept] for k, v in embeddings.items()},
+                      {"id": kept_rows["id"]}, {"kind": "filtered_image_embeddings", "encoder": p.encoder.model,
+                                                "dim": enc.embed_dim, "count": int(keep.sum())})
     write_json(layout.filter_metrics, stats)
     w = stats.get("world", {})
     log(f"filtered_triplets: kept {stats['kept']}/{stats['pairs']} pairs ({stats['keep_rate']:.3f}), "

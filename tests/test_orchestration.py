@@ -241,6 +241,27 @@ def test_dvc_repro_exp_run_metrics_diff_push_and_pull(tmp_path):
     assert "up to date" in run([str(DVC), "status"], root, env).lower()
 
 
+def test_triplet_features_reuse_the_filters_image_embeddings_exactly(materialized):
+    import numpy as np
+
+    from compodiff.encoders import load_encoder
+    from compodiff.feature_store import load_features
+    from datagen.shards import decode_png, read_shard
+
+    root, project, _ = materialized
+    layout = project.resources["project"].layout()
+    enc = load_encoder(project.params.encoder.model, project.params.encoder.pretrained, root=root)
+    arrays, texts, _ = load_features(layout.triplet_features, enc.embed_dim)
+    pairs = read_shard(layout.filtered_triplets / "pairs.parquet", ["id", "reference_png", "target_png"]).to_pydict()
+    assert texts["id"] == pairs["id"] and len(pairs["id"]) > 0
+    made, made_ids, _ = load_features(layout.filtered_triplets / "image_embeddings.npz", enc.embed_dim)
+    assert made_ids["id"] == pairs["id"]
+    for key in ("reference", "target"):
+        np.testing.assert_array_equal(arrays[key], made[key])  # taken over, not encoded again
+        fresh = enc.encode_images(np.stack([decode_png(b) for b in pairs[f"{key}_png"]])).numpy()
+        np.testing.assert_allclose(arrays[key], fresh, rtol=1e-4, atol=1e-5)
+
+
 def test_compodiff_search_prints_results_and_writes_a_contact_sheet(materialized):
     root, _, _ = materialized
     out = run([str(ROOT / ".venv" / "bin" / "compodiff"), "search", "--gallery-item", "0", "--text",
