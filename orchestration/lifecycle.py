@@ -13,6 +13,7 @@ main chain waits for a side asset only where it consumes one.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import threading
@@ -102,24 +103,21 @@ def _materialize(asset, checks_of: dict, project, instance, log, log_level: str)
     return result
 
 
-class _cores:
-    """COMPODIFF_CORES and torch's thread pool for the steps run in this process meanwhile."""
+@contextlib.contextmanager
+def _cores(n: int):
+    """COMPODIFF_CORES and torch's thread pool for the step run in this process meanwhile."""
+    import torch
 
-    def __init__(self, n: int):
-        self.n = n
-
-    def __enter__(self):
-        import torch
-
-        self.saved = os.environ.get(CORES_ENV)
-        os.environ[CORES_ENV] = str(self.n)
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        if self.saved is None:
+    saved = os.environ.get(CORES_ENV)
+    os.environ[CORES_ENV] = str(n)
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if saved is None:
             os.environ.pop(CORES_ENV, None)
         else:
-            os.environ[CORES_ENV] = self.saved
+            os.environ[CORES_ENV] = saved
 
 
 class SideLane:
