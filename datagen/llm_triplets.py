@@ -247,13 +247,19 @@ def parse_completion(caption: str, completion: str) -> tuple[str, str] | str:
 
 
 def llm_triplets(model, tokenizer, ids: list[str], captions: list[str], sample_cfg: dict, seed: int,
-                 consistent: Callable[[str, str, str], tuple[bool, str]] | None = None) -> tuple[dict, dict]:
-    """Generate, parse, validate, deduplicate. Returns (rows, statistics with counted rejections)."""
+                 consistent: Callable[[str, str, str], tuple[bool, str]] | None = None,
+                 edit_kind: Callable[[str, str], str] | None = None) -> tuple[dict, dict]:
+    """Generate, parse, validate, deduplicate. Returns (rows, statistics with counted rejections).
+
+    With ``edit_kind`` the statistics count the kept triplets per kind of edit, and with ``consistent``
+    as well, the consistency per kind: a near-greedy sampler can be consistent by writing one easy
+    kind only, which the overall fraction alone would hide."""
     t0 = time.perf_counter()
     completions = generate(model, tokenizer, captions, seed=seed, **sample_cfg)
     seconds = time.perf_counter() - t0
     rows = {k: [] for k in ("id", "source_id", "reference", "instruction", "target", "method", "seed")}
     rejected, seen, checked, good = Counter(), set(), 0, 0
+    kinds, kinds_good = Counter(), Counter()
     for cid, cap, comp in zip(ids, captions, completions):
         parsed = parse_completion(cap, comp)
         if isinstance(parsed, str):
@@ -265,10 +271,13 @@ def llm_triplets(model, tokenizer, ids: list[str], captions: list[str], sample_c
             rejected["duplicate"] += 1
             continue
         seen.add(key)
+        kind = edit_kind(cap, instruction) if edit_kind is not None else None
+        kinds[kind] += 1
         if consistent is not None:
             checked += 1
             ok, _ = consistent(cap, instruction, output)
             good += ok
+            kinds_good[kind] += ok
         rows["id"].append(f"{cid}:llm")
         rows["source_id"].append(cid)
         rows["reference"].append(cap)
@@ -282,4 +291,9 @@ def llm_triplets(model, tokenizer, ids: list[str], captions: list[str], sample_c
         stats["consistency_checked"] = checked
         stats["consistent_fraction"] = good / checked if checked else 0.0
         stats["parse_and_consistent_fraction"] = good / max(1, len(captions))
+    if edit_kind is not None:
+        stats["edit_kinds"] = dict(kinds.most_common())
+        stats["top_edit_kind_share"] = max(kinds.values()) / len(rows["id"]) if rows["id"] else 0.0
+        if consistent is not None:
+            stats["consistent_fraction_by_kind"] = {k: kinds_good[k] / n for k, n in kinds.most_common()}
     return rows, stats

@@ -172,7 +172,19 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
         return dg.AssetCheckResult(passed=consistent is None or consistent >= 0.95,
                                    severity=dg.AssetCheckSeverity.WARN,
                                    metadata={"consistent_fraction": consistent, "kept": llm_stats.get("kept"),
-                                             "prompts": llm_stats.get("prompts")})
+                                             "prompts": llm_stats.get("prompts"),
+                                             "consistent_fraction_by_kind": dg.MetadataValue.json(
+                                                 llm_stats.get("consistent_fraction_by_kind", {}))})
+
+    @dg.asset_check(asset=caption_triplets, description="LLM triplets spread over the grammar's edit kinds: no "
+                    "kind above half of them. A warning: a near-greedy sampler can be consistent by writing one "
+                    "easy kind only.")
+    def llm_triplets_diversity(project: ProjectResource) -> dg.AssetCheckResult:
+        llm_stats = json.loads(project.layout().caption_triplets_metrics.read_text())["llm"]
+        share = llm_stats.get("top_edit_kind_share")
+        return dg.AssetCheckResult(passed=share is None or share <= 0.5, severity=dg.AssetCheckSeverity.WARN,
+                                   metadata={"top_edit_kind_share": share,
+                                             "edit_kinds": dg.MetadataValue.json(llm_stats.get("edit_kinds", {}))})
 
     image_pairs = sharded_asset(
         "image_pairs", shards, [caption_triplets],
@@ -294,7 +306,7 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
               image_pairs, filtered_triplets, pair_features, triplet_features, stage1, stage2, combiner,
               world_benchmark, gallery_features, faiss_index, benchmark_metrics, ablations, real_benchmark]
     checks = [world_pairs_valid, encoder_recall_floor, keyword_triplets_valid, llm_triplets_consistency,
-              filtered_triplets_valid, pair_features_valid, triplet_features_valid,
+              llm_triplets_diversity, filtered_triplets_valid, pair_features_valid, triplet_features_valid,
               finite_loss(stage1), finite_loss(stage2), finite_loss(combiner), faiss_index_size, benchmark_floor]
     jobs = [dg.define_asset_job("world", selection=dg.AssetSelection.groups("world")),
             dg.define_asset_job("datagen", selection=dg.AssetSelection.groups("world", "caption_triplets",

@@ -201,11 +201,13 @@ def llm_triplets_step(layout: Layout, log: Log = print) -> dict:
                                    dict(temperature=s.temperature, top_p=s.top_p,
                                         frequency_penalty=s.frequency_penalty, max_new_tokens=s.max_new_tokens,
                                         batch_size=s.batch_size), p.seed,
-                                   consistent=edits.consistent if cfg.seed_triplets is None else None)
+                                   consistent=edits.consistent if cfg.seed_triplets is None else None,
+                                   edit_kind=edits.edit_kind if cfg.seed_triplets is None else None)
     write_shard(layout.llm_triplets, rows, {"kind": "llm_triplets", **stats})
     log(f"llm_triplets: kept {stats['kept']}/{stats['prompts']} "
         + (f"(consistent {stats.get('consistent_fraction', 0):.3f}) " if "consistent_fraction" in stats else "")
-        + f"rejected {stats['rejected']}")
+        + f"rejected {stats['rejected']}"
+        + (f"; edit kinds {stats['edit_kinds']}" if "edit_kinds" in stats else ""))
     return stats
 
 

@@ -83,6 +83,7 @@ def test_world_edit_grammar_is_self_consistent_and_catches_wrong_edits():
         inst = E.instruction(spec, e, rng)
         out = E.caption_of(E.apply_edit(spec, e), E.phrasing_of(text))
         assert E.consistent(text, inst, out) == (True, "ok")
+        assert E.edit_kind(text, inst) == e.kind
         assert is_training_phrasing(inst)
         assert not E.consistent(text, inst, text)[0]  # the unedited caption is not the edit's result
     assert kinds == set(E.EDIT_KINDS)
@@ -90,6 +91,40 @@ def test_world_edit_grammar_is_self_consistent_and_catches_wrong_edits():
                            "a green star on a navy background")
     assert not ok and "not the instruction applied" in why
     assert not E.consistent("a red star on a navy background", "sing a song", "a red star on a navy background")[0]
+    assert E.edit_kind("a red star on a navy background", "sing a song") == "unparsed"
+
+
+def test_llm_statistics_count_edit_kinds_and_consistency_per_kind(monkeypatch):
+    """A set that is consistent only on its easy kind must show it per kind, not only overall."""
+    rng = np.random.default_rng(3)
+    captions, completions, expected = [], [], {}
+    while len(captions) < 12:
+        text = caption(sample_scene(rng), rng)
+        spec = parse_caption(text)
+        e = E.sample_edit(spec, rng)
+        if e is None or text in captions:
+            continue
+        out = E.caption_of(E.apply_edit(spec, e), E.phrasing_of(text))
+        easy = e.kind in ("colour", "background", "texture")
+        if not easy:  # every other kind written wrongly: another edit applied instead
+            e2 = E.sample_edit(spec, rng)
+            if e2 is None or e2 == e:
+                continue
+            wrong = E.caption_of(E.apply_edit(spec, e2), E.phrasing_of(text))
+            if E.consistent(text, E.instruction(spec, e, rng), wrong)[0] or wrong == text:
+                continue
+            out = wrong
+        captions.append(text)
+        completions.append(L.completion_text(E.instruction(spec, e, rng), out))
+        good, n = expected.get(e.kind, (0, 0))
+        expected[e.kind] = (good + easy, n + 1)
+    monkeypatch.setattr(L, "generate", lambda *a, **k: completions)
+    rows, stats = L.llm_triplets(None, None, [str(i) for i in range(12)], captions, {}, 0,
+                                 consistent=E.consistent, edit_kind=E.edit_kind)
+    assert stats["kept"] == 12 and stats["edit_kinds"] == {k: n for k, (_, n) in expected.items()}
+    assert stats["consistent_fraction_by_kind"] == {k: g / n for k, (g, n) in expected.items()}
+    assert 0 < sum(g for g, _ in expected.values()) < 12 and len(expected) > 2
+    assert stats["top_edit_kind_share"] == max(n for _, n in expected.values()) / 12
 
 
 def test_ip2p_jsonl_accepts_input_or_caption_and_counts_bad_lines(tmp_path):

@@ -185,6 +185,15 @@ def consistent(caption: str, instruction_text: str, edited_caption: str) -> tupl
     return True, "ok"
 
 
+def edit_kind(caption: str, instruction_text: str) -> str:
+    """The grammar's kind of an instruction on ``caption`` ("unparsed" when it is not in the grammar):
+    what a generated set's diversity is counted in, next to its consistency."""
+    try:
+        return parse_instruction(instruction_text, parse_caption(caption)).kind
+    except (ValueError, EditError):
+        return "unparsed"
+
+
 def _pick(rng, options):
     return options[int(rng.integers(len(options)))]
 
