@@ -197,12 +197,13 @@ def llm_triplets_step(layout: Layout, log: Log = print) -> dict:
     tok_path = layout.llm_dir / "tokenizer" if cfg.base_model is None else cfg.base_model
     model, tok = llm.load_lm(base, layout.llm_dir / "adapter", tok_path)
     s = cfg.sample
+    world = cfg.seed_triplets is None  # the world's grammar checks and counts what the LM writes
     rows, stats = llm.llm_triplets(model, tok, [ids[i] for i in picked], [captions[i] for i in picked],
                                    dict(temperature=s.temperature, top_p=s.top_p,
                                         frequency_penalty=s.frequency_penalty, max_new_tokens=s.max_new_tokens,
                                         batch_size=s.batch_size), p.seed,
-                                   consistent=edits.consistent if cfg.seed_triplets is None else None,
-                                   edit_kind=edits.edit_kind if cfg.seed_triplets is None else None)
+                                   consistent=edits.consistent if world else None,
+                                   edit_kind=edits.edit_kind if world else None)
     write_shard(layout.llm_triplets, rows, {"kind": "llm_triplets", **stats})
     log(f"llm_triplets: kept {stats['kept']}/{stats['prompts']} "
         + (f"(consistent {stats.get('consistent_fraction', 0):.3f}) " if "consistent_fraction" in stats else "")
