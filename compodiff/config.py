@@ -102,6 +102,9 @@ class LoraConfig:
     steps: int
     batch_size: int
     lr: float
+    # train the embedding rows of tokens the base never saw in pre-training (the world's OPT, pre-trained
+    # on captions, has never seen the IP2P format's tokens); a hub model's tokens are all pre-trained
+    train_new_tokens: bool = True
 
 
 @dataclass(frozen=True)

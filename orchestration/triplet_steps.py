@@ -165,11 +165,14 @@ def llm_adapter(layout: Layout, log: Log = print) -> dict:
                 log=lambda s, v: log(f"llm_adapter: pre-training step {s + 1}/{cfg.lm.steps} loss {v:.3f}"))
             base.save_pretrained(str(tmp / "base"))
             base_path, tok_path = tmp / "base", tmp / "tokenizer"
+            new_tokens = llm.tokens_absent_from(tok, corpus) if cfg.lora.train_new_tokens else []
+            metrics["new_tokens"] = tok.convert_ids_to_tokens(new_tokens)
         else:
-            base_path, tok_path = cfg.base_model, cfg.base_model
+            base_path, tok_path, new_tokens = cfg.base_model, cfg.base_model, []
         model, tok = llm.load_lm(base_path, None, tok_path, local_files_only=Path(str(base_path)).exists())
         tok.padding_side = "right"
-        model = llm.add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, list(cfg.lora.target_modules))
+        model = llm.add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, list(cfg.lora.target_modules),
+                             new_tokens)
         metrics["lora_loss"] = llm.train_causal_lm(
             model, tok, [llm.prompt_text(s[0]) for s in seeds], [llm.completion_text(s[1], s[2]) for s in seeds],
             cfg.lora.steps, cfg.lora.batch_size, cfg.lora.lr, p.seed,

@@ -173,3 +173,31 @@ def test_world_lm_round_trips_through_from_pretrained(tmp_path):
     torch.testing.assert_close(back(input_ids=ids).logits, lora.eval()(input_ids=ids).logits)
     outs = L.generate(back, back_tok, ["a red star", "a blue circle"], 0.7, 1.0, 0.1, 12, 2, seed=1)
     assert outs == L.generate(back, back_tok, ["a red star", "a blue circle"], 0.7, 1.0, 0.1, 12, 2, seed=1)
+
+
+def test_lora_trains_the_embeddings_of_tokens_the_base_never_saw(tmp_path):
+    """The world's OPT is pre-trained on captions only: the IP2P format's tokens keep their random
+    embedding (tied to the LM head), which LoRA alone leaves frozen. Those rows, and only those, train."""
+    texts = ["a red star on a navy background", "a blue circle on a teal background"] * 4
+    tok = L.train_tokenizer(texts + ["make the red star blue", L.SEP_EDIT, L.SEP_OUT, L.STOP], 100,
+                            tmp_path / "tokenizer", "word")
+    new = L.tokens_absent_from(tok, texts)
+    assert set(tok.convert_ids_to_tokens(new)) == {"make", "##", "%%", "END", "\n", " the"}
+    torch.manual_seed(0)
+    base = L.build_world_lm(tok, 32, 1, 2, 64, 96)
+    before = base.get_input_embeddings().weight.detach().clone()
+    base.save_pretrained(tmp_path / "base")
+    lora = L.add_lora(base, 4, 8, 0.0, ["q_proj", "v_proj"], new)
+    L.train_causal_lm(lora, tok, [L.prompt_text(texts[0])] * 8,
+                      [L.completion_text("make the red star blue", "a blue star on a navy background")] * 8,
+                      20, 4, 1e-2, 0)
+    lora.save_pretrained(tmp_path / "adapter")
+    back, _ = L.load_lm(tmp_path / "base", tmp_path / "adapter", tmp_path / "tokenizer")
+    ids = torch.arange(len(tok))[None]
+    after = back.get_input_embeddings()(ids)[0].detach()
+    changed = sorted(torch.nonzero((after - before).abs().amax(1) > 0).flatten().tolist())
+    assert changed == new
+    # the LM head is the embedding (tied): it scores with the trained rows, after the reload too
+    h = torch.randn(3, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(back.get_output_embeddings()(h), h @ after.T)
