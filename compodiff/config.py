@@ -114,6 +114,7 @@ class SampleConfig:
     frequency_penalty: float
     max_new_tokens: int
     batch_size: int
+    output_temperature: float | None = None  # the edited caption's; None: ``temperature`` (IP2P's one sampler)
 
 
 @dataclass(frozen=True)

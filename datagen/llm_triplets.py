@@ -93,14 +93,19 @@ def train_tokenizer(texts: list[str], vocab_size: int, out_dir: str | Path, kind
     return fast
 
 
-def _batches(rng: np.random.Generator, n: int, batch: int):
-    order = rng.permutation(n)
-    cursor = 0
+def _batches(rng: np.random.Generator, lengths: np.ndarray, batch: int, pool: int = 32):
+    """Batches of indices, every index once per epoch; within a random pool of ``pool`` batches the
+    indices are sorted by length, so a batch pads to similar lengths (world seed edits: a quarter
+    of the tokens were padding in random batches). The batches' order stays random."""
+    n = len(lengths)
     while True:
-        if cursor + batch > n:
-            order, cursor = rng.permutation(n), 0
-        yield order[cursor:cursor + batch]
-        cursor += batch
+        order = rng.permutation(n)
+        for start in range(0, n - batch + 1, batch * pool):
+            chunk = order[start:start + batch * pool]
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+            group = [chunk[i:i + batch] for i in range(0, len(chunk) - batch + 1, batch)]
+            for j in rng.permutation(len(group)):
+                yield group[j]
 
 
 def _encode(tokenizer, prompts: list[str], completions: list[str] | None, max_len: int):
@@ -132,7 +137,9 @@ def train_causal_lm(model, tokenizer, prompts: list[str], completions: list[str]
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))
     torch.manual_seed(seed)
-    batches = _batches(np.random.default_rng(seed), len(prompts), min(batch_size, len(prompts)))
+    lengths = np.array([len(p) + (len(completions[i]) if completions is not None else 0)
+                        for i, p in enumerate(prompts)])
+    batches = _batches(np.random.default_rng(seed), lengths, min(batch_size, len(prompts)))
     model.train()
     loss_value = float("nan")
     for step in range(steps):
@@ -218,23 +225,52 @@ class FrequencyPenalty:
         return scores - self.penalty * counts
 
 
+class OutputTemperature:
+    """Sampling temperature per part: ``instruction`` before the IP2P output separator, ``output`` after it.
+
+    The instruction is where the diversity is (which edit, which object, which value); the edited
+    caption is a function of caption and instruction, so sampling it only adds copy errors. One
+    temperature for both is IP2P's sampler (``output`` = ``instruction``). Runs before top-p, as a
+    temperature does."""
+
+    def __init__(self, instruction: float, output: float, prompt_length: int, marker: list[int]):
+        if instruction <= 0 or output <= 0:
+            raise ValueError(f"temperatures must be > 0, got instruction {instruction}, output {output}")
+        self.instruction, self.output = instruction, output
+        self.prompt_length, self.marker = prompt_length, torch.tensor(marker)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids[:, self.prompt_length:]
+        k = len(self.marker)
+        if generated.shape[1] >= k:
+            after = (generated.unfold(1, k, 1) == self.marker.to(generated.device)).all(-1).any(-1)
+        else:
+            after = torch.zeros(generated.shape[0], dtype=torch.bool, device=scores.device)
+        t = torch.where(after, self.output, self.instruction).to(scores.dtype)
+        return scores / t[:, None]
+
+
 @torch.no_grad()
 def generate(model, tokenizer, captions: list[str], temperature: float, top_p: float, frequency_penalty: float,
-             max_new_tokens: int, batch_size: int, seed: int) -> list[str]:
-    """Sampled completions (text after the prompt), cut at the stop sequence."""
+             max_new_tokens: int, batch_size: int, seed: int, output_temperature: float | None = None) -> list[str]:
+    """Sampled completions (text after the prompt), cut at the stop sequence. ``temperature`` for the
+    instruction, ``output_temperature`` (default: the same) for the edited caption."""
     from transformers import LogitsProcessorList
 
     torch.manual_seed(seed)
+    marker = tokenizer(SEP_OUT.strip(), add_special_tokens=False)["input_ids"]
     out = []
     for start in range(0, len(captions), batch_size):
         chunk = captions[start:start + batch_size]
         enc = tokenizer([tokenizer.bos_token + prompt_text(c) for c in chunk], return_tensors="pt", padding=True,
                         add_special_tokens=False)
         width = enc["input_ids"].shape[1]
-        seqs = model.generate(**enc, do_sample=True, temperature=temperature, top_p=top_p,
+        # temperature 1.0 disables generate's own warper: OutputTemperature does it, after the penalty
+        processors = [FrequencyPenalty(frequency_penalty, width),
+                      OutputTemperature(temperature, output_temperature or temperature, width, marker)]
+        seqs = model.generate(**enc, do_sample=True, temperature=1.0, top_p=top_p,
                               max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                              eos_token_id=tokenizer.eos_token_id,
-                              logits_processor=LogitsProcessorList([FrequencyPenalty(frequency_penalty, width)]))
+                              eos_token_id=tokenizer.eos_token_id, logits_processor=LogitsProcessorList(processors))
         for s in seqs[:, width:]:
             out.append(tokenizer.decode(s, skip_special_tokens=True))
     return out

@@ -202,7 +202,8 @@ def llm_triplets_step(layout: Layout, log: Log = print) -> dict:
     s = cfg.sample
     world = cfg.seed_triplets is None  # the world's grammar checks and counts what the LM writes
     rows, stats = llm.llm_triplets(model, tok, [ids[i] for i in picked], [captions[i] for i in picked],
-                                   dict(temperature=s.temperature, top_p=s.top_p,
+                                   dict(temperature=s.temperature, output_temperature=s.output_temperature,
+                                        top_p=s.top_p,
                                         frequency_penalty=s.frequency_penalty, max_new_tokens=s.max_new_tokens,
                                         batch_size=s.batch_size), p.seed,
                                    consistent=edits.consistent if world else None,

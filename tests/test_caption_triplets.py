@@ -156,6 +156,33 @@ def test_frequency_penalty_subtracts_counts_of_generated_tokens():
     assert out.tolist() == [[0.0, -1.0, -0.5, 0.0, 0.0]]
 
 
+def test_output_temperature_applies_after_the_output_separator_only():
+    """The instruction samples at one temperature, the edited caption (after "%%") at another."""
+    marker = [7, 9]
+    proc = L.OutputTemperature(0.5, 0.01, prompt_length=2, marker=marker)
+    ids = torch.tensor([[1, 2, 3, 7, 9, 4],    # marker generated: output part
+                        [1, 2, 7, 3, 9, 4],    # its tokens apart: still the instruction
+                        [7, 9, 3, 3, 3, 3]])   # marker in the prompt only: still the instruction
+    out = proc(ids, torch.ones(3, 4))
+    assert out[:, 0].tolist() == pytest.approx([100.0, 2.0, 2.0])
+    assert L.OutputTemperature(0.5, 0.01, 6, marker)(ids[:, :6], torch.ones(3, 4))[:, 0].tolist() == [2.0] * 3
+    with pytest.raises(ValueError, match="temperatures must be > 0"):
+        L.OutputTemperature(0.7, 0.0, 2, marker)
+
+
+def test_lm_batches_group_similar_lengths_and_cover_an_epoch():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(20, 200, size=640)
+    gen = L._batches(np.random.default_rng(1), lengths, 8, pool=10)
+    epoch = [next(gen) for _ in range(80)]
+    assert sorted(np.concatenate(epoch).tolist()) == list(range(640))  # each index once per epoch
+    spread = np.mean([np.ptp(lengths[b]) for b in epoch])
+    random_spread = np.mean([np.ptp(lengths[rng.permutation(640)[:8]]) for _ in range(80)])
+    assert spread < random_spread / 4
+    assert len({tuple(b) for b in epoch[:10]}) == 10 and not all(
+        lengths[epoch[i]].min() <= lengths[epoch[i + 1]].min() for i in range(9))  # batch order stays random
+
+
 def test_world_lm_round_trips_through_from_pretrained(tmp_path):
     texts = ["a red star on a navy background", "a blue circle on a teal background"] * 20
     tok = L.train_tokenizer(texts + [L.SEP_EDIT, L.SEP_OUT, L.STOP], 280, tmp_path / "tokenizer")
@@ -173,6 +200,9 @@ def test_world_lm_round_trips_through_from_pretrained(tmp_path):
     torch.testing.assert_close(back(input_ids=ids).logits, lora.eval()(input_ids=ids).logits)
     outs = L.generate(back, back_tok, ["a red star", "a blue circle"], 0.7, 1.0, 0.1, 12, 2, seed=1)
     assert outs == L.generate(back, back_tok, ["a red star", "a blue circle"], 0.7, 1.0, 0.1, 12, 2, seed=1)
+    two = L.generate(back, back_tok, ["a red star", "a blue circle"], 0.7, 1.0, 0.1, 12, 2, seed=1,
+                     output_temperature=0.05)
+    assert len(two) == 2 and all(isinstance(t, str) for t in two)
 
 
 def test_lora_trains_the_embeddings_of_tokens_the_base_never_saw(tmp_path):
