@@ -93,19 +93,17 @@ def train_tokenizer(texts: list[str], vocab_size: int, out_dir: str | Path, kind
     return fast
 
 
-def _batches(rng: np.random.Generator, lengths: np.ndarray, batch: int, pool: int = 32):
-    """Batches of indices, every index once per epoch; within a random pool of ``pool`` batches the
-    indices are sorted by length, so a batch pads to similar lengths (world seed edits: a quarter
-    of the tokens were padding in random batches). The batches' order stays random."""
-    n = len(lengths)
+def _batches(rng: np.random.Generator, n: int, batch: int):
+    """Random batches, every index once per epoch. Not grouped by length: sorted pools (a quarter of
+    the tokens are padding otherwise) made the world LM's held-out pre-training loss 0.80 instead of
+    0.66 after 600 steps, since a caption's length tells its number of objects."""
+    order = rng.permutation(n)
+    cursor = 0
     while True:
-        order = rng.permutation(n)
-        for start in range(0, n - batch + 1, batch * pool):
-            chunk = order[start:start + batch * pool]
-            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-            group = [chunk[i:i + batch] for i in range(0, len(chunk) - batch + 1, batch)]
-            for j in rng.permutation(len(group)):
-                yield group[j]
+        if cursor + batch > n:
+            order, cursor = rng.permutation(n), 0
+        yield order[cursor:cursor + batch]
+        cursor += batch
 
 
 def _encode(tokenizer, prompts: list[str], completions: list[str] | None, max_len: int):
@@ -137,9 +135,7 @@ def train_causal_lm(model, tokenizer, prompts: list[str], completions: list[str]
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))
     torch.manual_seed(seed)
-    lengths = np.array([len(p) + (len(completions[i]) if completions is not None else 0)
-                        for i, p in enumerate(prompts)])
-    batches = _batches(np.random.default_rng(seed), lengths, min(batch_size, len(prompts)))
+    batches = _batches(np.random.default_rng(seed), len(prompts), min(batch_size, len(prompts)))
     model.train()
     loss_value = float("nan")
     for step in range(steps):

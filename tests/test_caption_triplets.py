@@ -170,19 +170,6 @@ def test_output_temperature_applies_after_the_output_separator_only():
         L.OutputTemperature(0.7, 0.0, 2, marker)
 
 
-def test_lm_batches_group_similar_lengths_and_cover_an_epoch():
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(20, 200, size=640)
-    gen = L._batches(np.random.default_rng(1), lengths, 8, pool=10)
-    epoch = [next(gen) for _ in range(80)]
-    assert sorted(np.concatenate(epoch).tolist()) == list(range(640))  # each index once per epoch
-    spread = np.mean([np.ptp(lengths[b]) for b in epoch])
-    random_spread = np.mean([np.ptp(lengths[rng.permutation(640)[:8]]) for _ in range(80)])
-    assert spread < random_spread / 4
-    assert len({tuple(b) for b in epoch[:10]}) == 10 and not all(
-        lengths[epoch[i]].min() <= lengths[epoch[i + 1]].min() for i in range(9))  # batch order stays random
-
-
 def test_world_lm_round_trips_through_from_pretrained(tmp_path):
     texts = ["a red star on a navy background", "a blue circle on a teal background"] * 20
     tok = L.train_tokenizer(texts + [L.SEP_EDIT, L.SEP_OUT, L.STOP], 280, tmp_path / "tokenizer")
