@@ -263,7 +263,8 @@ def generate(model, tokenizer, captions: list[str], temperature: float, top_p: f
         width = enc["input_ids"].shape[1]
         # temperature 1.0 disables generate's own warper: OutputTemperature does it, after the penalty
         processors = [FrequencyPenalty(frequency_penalty, width),
-                      OutputTemperature(temperature, output_temperature or temperature, width, marker)]
+                      OutputTemperature(temperature, temperature if output_temperature is None else output_temperature,
+                                        width, marker)]
         seqs = model.generate(**enc, do_sample=True, temperature=1.0, top_p=top_p,
                               max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                               eos_token_id=tokenizer.eos_token_id, logits_processor=LogitsProcessorList(processors))

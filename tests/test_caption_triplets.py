@@ -189,7 +189,10 @@ def test_world_lm_round_trips_through_from_pretrained(tmp_path):
     assert outs == L.generate(back, back_tok, ["a red star", "a blue circle"], 0.7, 1.0, 0.1, 12, 2, seed=1)
     two = L.generate(back, back_tok, ["a red star", "a blue circle"], 0.7, 1.0, 0.1, 12, 2, seed=1,
                      output_temperature=0.05)
-    assert len(two) == 2 and all(isinstance(t, str) for t in two)
+    assert two == L.generate(back, back_tok, ["a red star", "a blue circle"], 0.7, 1.0, 0.1, 12, 2, seed=1,
+                             output_temperature=0.05)
+    with pytest.raises(ValueError, match="temperatures must be > 0"):  # 0 is an error, not "the same"
+        L.generate(back, back_tok, ["a red star"], 0.7, 1.0, 0.1, 12, 2, seed=1, output_temperature=0.0)
 
 
 def test_lora_trains_the_embeddings_of_tokens_the_base_never_saw(tmp_path):
