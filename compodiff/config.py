@@ -105,6 +105,8 @@ class LoraConfig:
     # train the embedding rows of tokens the base never saw in pre-training (the world's OPT, pre-trained
     # on captions, has never seen the IP2P format's tokens); a hub model's tokens are all pre-trained
     train_new_tokens: bool = True
+    # share of seeds trained with the instruction left out: the unconditional branch of guidance
+    instruction_dropout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ class SampleConfig:
     max_new_tokens: int
     batch_size: int
     output_temperature: float | None = None  # the edited caption's; None: ``temperature`` (IP2P's one sampler)
+    guidance_scale: float = 1.0  # classifier-free guidance of the edited caption by the instruction; 1: none
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,17 @@ def completion_text(instruction: str, output: str) -> str:
     return instruction + SEP_OUT + output + STOP
 
 
+def seed_completions(seeds: list[tuple[str, str, str]], instruction_dropout: float, seed: int) -> list[str]:
+    """IP2P completions of (caption, instruction, edited caption) seeds, a share ``instruction_dropout``
+    of them with the instruction left out. Those teach the unconditional branch ("the caption, some
+    edit") that ``generate``'s ``guidance_scale`` contrasts with, as CompoDiff drops its text
+    condition to train classifier-free guidance (paper 3.3)."""
+    if not 0.0 <= instruction_dropout < 1.0:
+        raise ValueError(f"instruction_dropout must be in [0, 1), got {instruction_dropout}")
+    dropped = np.random.default_rng([seed, 41]).random(len(seeds)) < instruction_dropout
+    return [completion_text("" if d else instr, out) for (_, instr, out), d in zip(seeds, dropped)]
+
+
 # --- seed triplets ------------------------------------------------------------------
 @dataclass
 class SeedStats:
@@ -246,15 +257,58 @@ class OutputTemperature:
         return scores / t[:, None]
 
 
+def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+    return ids, torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+
+
+def _find(seq: list[int], marker: list[int]) -> int:
+    """Index just past the first occurrence of ``marker`` in ``seq``; -1 if absent."""
+    k = len(marker)
+    for i in range(len(seq) - k + 1):
+        if seq[i:i + k] == marker:
+            return i + k
+    return -1
+
+
+class AfterMarker:
+    """Stops a row once its generated part holds ``marker`` (transformers' ``stop_strings`` needs a
+    tokenizer whose vocabulary it can map to byte strings, which the world's word-level one is not)."""
+
+    def __init__(self, marker: list[int], prompt_length: int):
+        self.marker, self.prompt_length = torch.tensor(marker), prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        generated, k = input_ids[:, self.prompt_length:], len(self.marker)
+        if generated.shape[1] < k:
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return (generated[:, -k:] == self.marker.to(input_ids.device)).all(-1)
+
+
 @torch.no_grad()
 def generate(model, tokenizer, captions: list[str], temperature: float, top_p: float, frequency_penalty: float,
-             max_new_tokens: int, batch_size: int, seed: int, output_temperature: float | None = None) -> list[str]:
+             max_new_tokens: int, batch_size: int, seed: int, output_temperature: float | None = None,
+             guidance_scale: float = 1.0) -> list[str]:
     """Sampled completions (text after the prompt), cut at the stop sequence. ``temperature`` for the
-    instruction, ``output_temperature`` (default: the same) for the edited caption."""
-    from transformers import LogitsProcessorList
+    instruction, ``output_temperature`` (default: the same) for the edited caption.
+
+    ``guidance_scale`` != 1 writes the edited caption with classifier-free guidance (transformers'
+    CFG processor, Sanchez et al. 2023): log p(y | caption) + g * (log p(y | caption, instruction) -
+    log p(y | caption)), the unconditional branch being the empty instruction that ``seed_completions``
+    trains. The instruction is sampled first, up to the output separator, then the edited caption is
+    written under guidance; a small LM that mostly copies the caption (a third of the world's prompts
+    came back unedited at g = 1) is pushed toward the words the instruction changes."""
+    from transformers import LogitsProcessorList, StoppingCriteriaList
 
     torch.manual_seed(seed)
     marker = tokenizer(SEP_OUT.strip(), add_special_tokens=False)["input_ids"]
+    separator = tokenizer(SEP_OUT, add_special_tokens=False)["input_ids"]
+    if guidance_scale != 1.0 and _find(separator, marker) < 0:
+        raise ValueError(f"the tokenizer splits {SEP_OUT!r} so that it does not contain {SEP_OUT.strip()!r}")
+    if not guidance_scale > 0:
+        raise ValueError(f"guidance_scale must be > 0 (1: no guidance), got {guidance_scale}")
+    t_out = temperature if output_temperature is None else output_temperature
     out = []
     for start in range(0, len(captions), batch_size):
         chunk = captions[start:start + batch_size]
@@ -262,14 +316,47 @@ def generate(model, tokenizer, captions: list[str], temperature: float, top_p: f
                         add_special_tokens=False)
         width = enc["input_ids"].shape[1]
         # temperature 1.0 disables generate's own warper: OutputTemperature does it, after the penalty
-        processors = [FrequencyPenalty(frequency_penalty, width),
-                      OutputTemperature(temperature, temperature if output_temperature is None else output_temperature,
-                                        width, marker)]
-        seqs = model.generate(**enc, do_sample=True, temperature=1.0, top_p=top_p,
-                              max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                              eos_token_id=tokenizer.eos_token_id, logits_processor=LogitsProcessorList(processors))
-        for s in seqs[:, width:]:
-            out.append(tokenizer.decode(s, skip_special_tokens=True))
+        processors = [FrequencyPenalty(frequency_penalty, width), OutputTemperature(temperature, t_out, width, marker)]
+        common = dict(do_sample=True, temperature=1.0, top_p=top_p, pad_token_id=tokenizer.pad_token_id,
+                      eos_token_id=tokenizer.eos_token_id)
+        # no padding or unknown token (decoding would drop them silently, so the text would not be what
+        # was sampled); the instruction is never empty: that is guidance's unconditional branch
+        never = [t for t in (tokenizer.pad_token_id, tokenizer.unk_token_id) if t is not None]
+        common["suppress_tokens"] = [t for t in never if t != tokenizer.eos_token_id]
+        first = dict(begin_suppress_tokens=separator[:1])
+        if guidance_scale == 1.0:
+            seqs = model.generate(**enc, max_new_tokens=max_new_tokens,
+                                  logits_processor=LogitsProcessorList(processors), **first, **common)
+            out += [tokenizer.decode(s, skip_special_tokens=True) for s in seqs[:, width:]]
+            continue
+        # phase 1: the instruction, up to and including the separator
+        seqs = model.generate(**enc, max_new_tokens=max_new_tokens, logits_processor=LogitsProcessorList(processors),
+                              stopping_criteria=StoppingCriteriaList([AfterMarker(marker, width)]), **first, **common)
+        texts, cond, uncond, budget, rows = [], [], [], [], []
+        for i, s in enumerate(seqs):
+            prompt = enc["input_ids"][i][enc["attention_mask"][i].bool()].tolist()
+            gen = s[width:].tolist()
+            end = _find(gen, marker)
+            texts.append(tokenizer.decode(gen[:end] if end >= 0 else gen, skip_special_tokens=True))
+            if end >= 0 and end < max_new_tokens:
+                rows.append(i)
+                cond.append(prompt + gen[:end])
+                uncond.append(prompt + separator[:_find(separator, marker)])
+                budget.append(max_new_tokens - end)
+        if rows:
+            # phase 2: the edited caption under guidance; each row keeps its own token budget
+            c_ids, c_mask = _left_pad(cond, tokenizer.pad_token_id)
+            u_ids, u_mask = _left_pad(uncond, tokenizer.pad_token_id)
+            w2 = c_ids.shape[1]
+            guided = [FrequencyPenalty(frequency_penalty, w2), OutputTemperature(t_out, t_out, w2, marker)]
+            seqs2 = model.generate(input_ids=c_ids, attention_mask=c_mask, max_new_tokens=max(budget),
+                                   guidance_scale=guidance_scale, negative_prompt_ids=u_ids,
+                                   negative_prompt_attention_mask=u_mask,
+                                   logits_processor=LogitsProcessorList(guided),
+                                   **common)
+            for i, b, s in zip(rows, budget, seqs2[:, w2:]):
+                texts[i] += tokenizer.decode(s[:b], skip_special_tokens=True)
+        out += texts
     return out
 
 

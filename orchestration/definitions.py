@@ -173,6 +173,8 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
                                    severity=dg.AssetCheckSeverity.WARN,
                                    metadata={"consistent_fraction": consistent, "kept": llm_stats.get("kept"),
                                              "prompts": llm_stats.get("prompts"),
+                                             "parse_and_consistent_fraction": llm_stats.get(
+                                                 "parse_and_consistent_fraction"),
                                              "consistent_fraction_by_kind": dg.MetadataValue.json(
                                                  llm_stats.get("consistent_fraction_by_kind", {}))})
 

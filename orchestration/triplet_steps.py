@@ -173,9 +173,10 @@ def llm_adapter(layout: Layout, log: Log = print) -> dict:
         tok.padding_side = "right"
         model = llm.add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, list(cfg.lora.target_modules),
                              new_tokens)
+        completions = llm.seed_completions(seeds, cfg.lora.instruction_dropout, p.seed)
         metrics["lora_loss"] = llm.train_causal_lm(
-            model, tok, [llm.prompt_text(s[0]) for s in seeds], [llm.completion_text(s[1], s[2]) for s in seeds],
-            cfg.lora.steps, cfg.lora.batch_size, cfg.lora.lr, p.seed,
+            model, tok, [llm.prompt_text(s[0]) for s in seeds], completions, cfg.lora.steps, cfg.lora.batch_size,
+            cfg.lora.lr, p.seed,
             log=lambda s, v: log(f"llm_adapter: LoRA step {s + 1}/{cfg.lora.steps} loss {v:.3f}"))
         model.save_pretrained(str(tmp / "adapter"))
         write_shard(tmp / "seed_triplets.parquet", {"reference": [s[0] for s in seeds],
@@ -203,6 +204,7 @@ def llm_triplets_step(layout: Layout, log: Log = print) -> dict:
     world = cfg.seed_triplets is None  # the world's grammar checks and counts what the LM writes
     rows, stats = llm.llm_triplets(model, tok, [ids[i] for i in picked], [captions[i] for i in picked],
                                    dict(temperature=s.temperature, output_temperature=s.output_temperature,
+                                        guidance_scale=s.guidance_scale,
                                         top_p=s.top_p,
                                         frequency_penalty=s.frequency_penalty, max_new_tokens=s.max_new_tokens,
                                         batch_size=s.batch_size), p.seed,

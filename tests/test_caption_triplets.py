@@ -221,3 +221,84 @@ def test_lora_trains_the_embeddings_of_tokens_the_base_never_saw(tmp_path):
     h = torch.randn(3, 32)
     with torch.no_grad():
         torch.testing.assert_close(back.get_output_embeddings()(h), h @ after.T)
+
+
+def test_seed_completions_leave_out_the_instruction_at_the_configured_share():
+    seeds = [(f"a red star {i}", "make the star blue", f"a blue star {i}") for i in range(2000)]
+    dropped = L.seed_completions(seeds, 0.2, seed=3)
+    empty = [c for c in dropped if c.startswith(L.SEP_OUT)]
+    assert 330 < len(empty) < 470  # 400 expected
+    assert all(c == L.completion_text("", s[2]) for c, s in zip(dropped, seeds) if c.startswith(L.SEP_OUT))
+    assert dropped == L.seed_completions(seeds, 0.2, seed=3)
+    assert L.seed_completions(seeds, 0.0, seed=3) == [L.completion_text(s[1], s[2]) for s in seeds]
+    with pytest.raises(ValueError, match="instruction_dropout"):
+        L.seed_completions(seeds, 1.0, seed=3)
+
+
+def test_after_marker_stops_a_row_once_its_generated_part_ends_with_the_separator():
+    stop = L.AfterMarker([7, 9], prompt_length=2)
+    ids = torch.tensor([[7, 9, 3, 7, 9],   # generated [3, 7, 9]: stop
+                        [7, 9, 7, 9, 3],   # marker generated, then more (cannot happen): not at the end
+                        [7, 9, 3, 3, 3]])  # marker in the prompt only
+    assert stop(ids, None).tolist() == [True, False, False]
+    assert stop(ids[:, :3], None).tolist() == [False] * 3
+
+
+def _guided_world_lm(tmp_path):
+    """A one-layer LM taught two edits of each caption, a third of them with the instruction left out."""
+    colours, shapes = ["red", "blue", "green"], ["star", "circle"]
+    seeds = [(f"a {c} {s} on a navy background", f"make the {s} {n}", f"a {n} {s} on a navy background")
+             for c in colours for s in shapes for n in colours if n != c]
+    tok = L.train_tokenizer([" ".join(r) for r in seeds] + [L.SEP_EDIT, L.SEP_OUT, L.STOP], 100,
+                            tmp_path / "tokenizer", "word")
+    torch.manual_seed(0)
+    lm = L.build_world_lm(tok, 32, 1, 2, 64, 96)
+    tok.padding_side = "right"
+    L.train_causal_lm(lm, tok, [L.prompt_text(s[0]) for s in seeds] * 8,
+                      L.seed_completions(seeds * 8, 0.34, seed=0), 300, 16, 1e-2, 0)
+    tok.padding_side = "left"
+    return lm, tok, seeds
+
+
+def test_guidance_writes_the_edited_caption_by_the_cfg_rule_and_never_an_empty_instruction(tmp_path):
+    """g != 1: the instruction is sampled up to "%%", then each caption token is the argmax of
+    log p(.|caption) + g (log p(.|caption, instruction) - log p(.|caption)) (near-greedy output
+    temperature), the unconditional branch being the empty instruction; recomputed here by hand."""
+    lm, tok, seeds = _guided_world_lm(tmp_path)
+    captions = sorted({s[0] for s in seeds})
+    g = 3.0
+    outs = L.generate(lm, tok, captions, 1.0, 1.0, 0.0, 30, 4, seed=0, output_temperature=1e-4,
+                      guidance_scale=g)
+    assert outs == L.generate(lm, tok, captions, 1.0, 1.0, 0.0, 30, 4, seed=0, output_temperature=1e-4,
+                              guidance_scale=g)
+    checked = 0
+    for cap, completion in zip(captions, outs):
+        instruction = completion.split(L.SEP_OUT)[0]
+        assert instruction.strip(), f"empty instruction for {cap!r}: {completion!r}"
+        words = tok(instruction, add_special_tokens=False)["input_ids"]
+        if L.SEP_OUT not in completion or tok.unk_token_id in words or tok.decode(words) != instruction:
+            continue  # a sampled instruction whose text does not give back its tokens (" bluea")
+        bos = [tok.bos_token_id]
+        cond = bos + tok(L.prompt_text(cap) + instruction + L.SEP_OUT.rstrip("\n"),
+                         add_special_tokens=False)["input_ids"]
+        uncond = bos + tok(L.prompt_text(cap) + L.SEP_OUT.rstrip("\n"), add_special_tokens=False)["input_ids"]
+        written = []
+        with torch.no_grad():
+            for _ in range(30):
+                lc = lm(input_ids=torch.tensor([cond + written])).logits[0, -1].log_softmax(-1)
+                lu = lm(input_ids=torch.tensor([uncond + written])).logits[0, -1].log_softmax(-1)
+                guided = lu + g * (lc - lu)
+                guided[[tok.pad_token_id, tok.unk_token_id]] = -torch.inf  # generate never writes those
+                written.append(int(guided.argmax()))
+                if written[-1] == tok.eos_token_id:
+                    break
+        assert completion == instruction + L.SEP_OUT.rstrip("\n") + tok.decode(written, skip_special_tokens=True)
+        checked += 1
+    assert checked >= len(captions) // 2
+    with pytest.raises(ValueError, match="guidance_scale must be > 0"):
+        L.generate(lm, tok, captions, 1.0, 1.0, 0.0, 30, 4, seed=0, guidance_scale=0.0)
+    # the model learnt the empty instruction; without the suppression some completions would open with it
+    first = lm(input_ids=torch.tensor([[tok.bos_token_id] + tok(L.prompt_text(captions[0]),
+                                                                  add_special_tokens=False)["input_ids"]]))
+    sep = tok(L.SEP_OUT, add_special_tokens=False)["input_ids"][0]
+    assert first.logits[0, -1].softmax(-1)[sep] > 0.05
