@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import spacy
+import torch
 
 from compodiff.atomic import atomic_dir, write_json
 from compodiff.config import ConfigError
@@ -157,6 +158,9 @@ def llm_adapter(layout: Layout, log: Log = print) -> dict:
             corpus = _pretraining_documents(layout, order[:cfg.lm.pretrain_captions], cfg.lm.captions_per_document)
             tok = llm.train_tokenizer(corpus + [s[1] for s in seeds] + [llm.SEP_EDIT, llm.SEP_OUT, llm.STOP],
                                       cfg.lm.vocab_size, tmp / "tokenizer", cfg.lm.tokenizer)
+            # the initial weights from the params' seed, not from whatever this process drew before (the
+            # lifecycle's side lane runs other steps first in the same process)
+            torch.manual_seed(p.seed)
             base = llm.build_world_lm(tok, cfg.lm.hidden, cfg.lm.layers, cfg.lm.heads, cfg.lm.ffn,
                                       cfg.lm.max_positions)
             metrics["pretrain_loss"] = llm.train_causal_lm(
@@ -171,6 +175,7 @@ def llm_adapter(layout: Layout, log: Log = print) -> dict:
             base_path, tok_path, new_tokens = cfg.base_model, cfg.base_model, []
         model, tok = llm.load_lm(base_path, None, tok_path, local_files_only=Path(str(base_path)).exists())
         tok.padding_side = "right"
+        torch.manual_seed(p.seed)  # LoRA's A matrices too
         model = llm.add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, list(cfg.lora.target_modules),
                              new_tokens)
         completions = llm.seed_completions(seeds, cfg.lora.instruction_dropout, p.seed)

@@ -75,6 +75,8 @@ def test_whole_asset_graph_materializes_with_checks_passing(materialized):
     # tiny models: warnings, not gates
     warnings = {"llm_triplets_consistency", "llm_triplets_diversity", "benchmark_floor"}
     assert all(c.passed for c in checks if c.check_name not in warnings)
+    consistency = next(c for c in checks if c.check_name == "llm_triplets_consistency")
+    assert {"consistent_fraction", "parse_and_consistent_fraction"} <= set(consistency.metadata)  # both reported
     for shard in project.params.world.shards:
         assert (root / "data" / "world_pairs" / f"{shard}.parquet").is_file()
     metrics = json.loads((root / "metrics" / "encoder.json").read_text())
@@ -300,3 +302,25 @@ def test_real_benchmarks_run_on_the_world_export_in_their_official_formats(mater
     assert set(m["fashioniq"]["per_category"]) == {"world"} and 0 <= m["fashioniq"]["R@10"] <= 100
     assert 0 <= m["cirr"]["R_subset@1"] <= 100 and 0 <= m["circo"]["mAP@10"] <= 100
     assert set(m["genecis"]["per_task"]) == {"change_object"} and m["genecis"]["mean_R@1"] is not None
+
+
+def test_llm_adapter_is_reproducible_whatever_the_process_drew_before(materialized, tmp_path):
+    """The lifecycle's side lane runs other steps before llm_adapter in one process: the world LM's
+    initial weights and LoRA's come from the params' seed, so the same inputs give the same adapter."""
+    import torch
+    from safetensors.torch import load_file
+
+    from orchestration import triplet_steps
+    from orchestration.layout import Layout
+
+    root, project, _ = materialized
+    layout = project.resources["project"].layout()
+    other = Layout(tmp_path, layout.params)
+    shutil.copytree(layout.caption_pool, other.caption_pool)
+    torch.rand(1000)  # a different global RNG state than the fixture's run had
+    triplet_steps.llm_adapter(other, log=lambda m: None)
+    for part in ("base/model.safetensors", "adapter/adapter_model.safetensors"):
+        mine, theirs = load_file(other.llm_dir / part), load_file(layout.llm_dir / part)
+        assert mine.keys() == theirs.keys()
+        for k in mine:
+            torch.testing.assert_close(mine[k], theirs[k], rtol=0, atol=0, msg=f"{part}: {k}")
