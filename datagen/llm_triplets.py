@@ -295,10 +295,11 @@ def generate(model, tokenizer, captions: list[str], temperature: float, top_p: f
 
     ``guidance_scale`` != 1 writes the edited caption with classifier-free guidance (transformers'
     CFG processor, Sanchez et al. 2023): log p(y | caption) + g * (log p(y | caption, instruction) -
-    log p(y | caption)), the unconditional branch being the empty instruction that ``seed_completions``
-    trains. The instruction is sampled first, up to the output separator, then the edited caption is
-    written under guidance; a small LM that mostly copies the caption (a third of the world's prompts
-    came back unedited at g = 1) is pushed toward the words the instruction changes."""
+    log p(y | caption)), the unconditional branch being the same prompt with an empty instruction
+    (trained where ``seed_completions`` drops instructions; on the world it works as well untrained).
+    The instruction is sampled first, up to the output separator, then the edited caption is written
+    under guidance; a small LM that mostly copies the caption (a third of the world's prompts came back
+    unedited at g = 1) is pushed toward the words the instruction changes."""
     from transformers import LogitsProcessorList, StoppingCriteriaList
 
     torch.manual_seed(seed)
@@ -348,6 +349,8 @@ def generate(model, tokenizer, captions: list[str], temperature: float, top_p: f
             c_ids, c_mask = _left_pad(cond, tokenizer.pad_token_id)
             u_ids, u_mask = _left_pad(uncond, tokenizer.pad_token_id)
             w2 = c_ids.shape[1]
+            # the penalty counts the caption's own tokens here, not the instruction's (whose new value
+            # the caption has to repeat)
             guided = [FrequencyPenalty(frequency_penalty, w2), OutputTemperature(t_out, t_out, w2, marker)]
             seqs2 = model.generate(input_ids=c_ids, attention_mask=c_mask, max_new_tokens=max(budget),
                                    guidance_scale=guidance_scale, negative_prompt_ids=u_ids,
