@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -54,10 +55,8 @@ def main() -> None:
     pool = read_shard(f"{args.data}/caption_pool/captions.parquet", ["caption"]).column("caption").to_pylist()
     order = np.random.default_rng(12345).permutation(len(pool))
     captions = [pool[i] for i in order if pool[i] not in seeds][:args.prompts]
-    sample = dict(temperature=s.temperature, output_temperature=s.output_temperature, top_p=s.top_p,
-                  frequency_penalty=s.frequency_penalty, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size)
-    res = {"prompts": len(captions), "threads": torch.get_num_threads(),
-           "sampler": dict(sample),
+    sample = {k: v for k, v in asdict(s).items() if k != "guidance_scale"}
+    res = {"prompts": len(captions), "threads": torch.get_num_threads(), "sampler": sample,
            "one_pass": run(model, tok, captions, {**sample, "guidance_scale": 1.0}, p.seed),
            "guided": run(model, tok, captions, {**sample, "guidance_scale": s.guidance_scale}, p.seed)}
     report(res, args.out)

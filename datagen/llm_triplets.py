@@ -305,11 +305,20 @@ def generate(model, tokenizer, captions: list[str], temperature: float, top_p: f
     torch.manual_seed(seed)
     marker = tokenizer(SEP_OUT.strip(), add_special_tokens=False)["input_ids"]
     separator = tokenizer(SEP_OUT, add_special_tokens=False)["input_ids"]
-    if guidance_scale != 1.0 and _find(separator, marker) < 0:
-        raise ValueError(f"the tokenizer splits {SEP_OUT!r} so that it does not contain {SEP_OUT.strip()!r}")
     if not guidance_scale > 0:
         raise ValueError(f"guidance_scale must be > 0 (1: no guidance), got {guidance_scale}")
+    # the unconditional branch's prompt ends like the conditional one, at the marker, with no instruction
+    empty_instruction = separator[:_find(separator, marker)]
+    if guidance_scale != 1.0 and not empty_instruction:
+        raise ValueError(f"the tokenizer splits {SEP_OUT!r} so that it does not contain {SEP_OUT.strip()!r}")
     t_out = temperature if output_temperature is None else output_temperature
+    common = dict(do_sample=True, temperature=1.0, top_p=top_p, pad_token_id=tokenizer.pad_token_id,
+                  eos_token_id=tokenizer.eos_token_id)
+    # no padding or unknown token (decoding would drop them silently, so the text would not be what
+    # was sampled); the instruction is never empty: that is guidance's unconditional branch
+    never = [t for t in (tokenizer.pad_token_id, tokenizer.unk_token_id) if t is not None]
+    common["suppress_tokens"] = [t for t in never if t != tokenizer.eos_token_id]
+    first = dict(begin_suppress_tokens=separator[:1])
     out = []
     for start in range(0, len(captions), batch_size):
         chunk = captions[start:start + batch_size]
@@ -318,13 +327,6 @@ def generate(model, tokenizer, captions: list[str], temperature: float, top_p: f
         width = enc["input_ids"].shape[1]
         # temperature 1.0 disables generate's own warper: OutputTemperature does it, after the penalty
         processors = [FrequencyPenalty(frequency_penalty, width), OutputTemperature(temperature, t_out, width, marker)]
-        common = dict(do_sample=True, temperature=1.0, top_p=top_p, pad_token_id=tokenizer.pad_token_id,
-                      eos_token_id=tokenizer.eos_token_id)
-        # no padding or unknown token (decoding would drop them silently, so the text would not be what
-        # was sampled); the instruction is never empty: that is guidance's unconditional branch
-        never = [t for t in (tokenizer.pad_token_id, tokenizer.unk_token_id) if t is not None]
-        common["suppress_tokens"] = [t for t in never if t != tokenizer.eos_token_id]
-        first = dict(begin_suppress_tokens=separator[:1])
         if guidance_scale == 1.0:
             seqs = model.generate(**enc, max_new_tokens=max_new_tokens,
                                   logits_processor=LogitsProcessorList(processors), **first, **common)
@@ -342,7 +344,7 @@ def generate(model, tokenizer, captions: list[str], temperature: float, top_p: f
             if end >= 0 and end < max_new_tokens:
                 rows.append(i)
                 cond.append(prompt + gen[:end])
-                uncond.append(prompt + separator[:_find(separator, marker)])
+                uncond.append(prompt + empty_instruction)
                 budget.append(max_new_tokens - end)
         if rows:
             # phase 2: the edited caption under guidance; each row keeps its own token budget

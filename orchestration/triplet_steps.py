@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -205,14 +206,9 @@ def llm_triplets_step(layout: Layout, log: Log = print) -> dict:
     base = layout.llm_dir / "base" if cfg.base_model is None else cfg.base_model
     tok_path = layout.llm_dir / "tokenizer" if cfg.base_model is None else cfg.base_model
     model, tok = llm.load_lm(base, layout.llm_dir / "adapter", tok_path)
-    s = cfg.sample
     world = cfg.seed_triplets is None  # the world's grammar checks and counts what the LM writes
     rows, stats = llm.llm_triplets(model, tok, [ids[i] for i in picked], [captions[i] for i in picked],
-                                   dict(temperature=s.temperature, output_temperature=s.output_temperature,
-                                        guidance_scale=s.guidance_scale,
-                                        top_p=s.top_p,
-                                        frequency_penalty=s.frequency_penalty, max_new_tokens=s.max_new_tokens,
-                                        batch_size=s.batch_size), p.seed,
+                                   asdict(cfg.sample), p.seed,  # its fields are generate's sampling arguments
                                    consistent=edits.consistent if world else None,
                                    edit_kind=edits.edit_kind if world else None)
     write_shard(layout.llm_triplets, rows, {"kind": "llm_triplets", **stats})
