@@ -175,6 +175,10 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
                                              "prompts": llm_stats.get("prompts"),
                                              "parse_and_consistent_fraction": llm_stats.get(
                                                  "parse_and_consistent_fraction"),
+                                             # what the LM-likelihood filter took out, and how much of it was right
+                                             "min_output_logprob": llm_stats.get("min_output_logprob"),
+                                             "consistent_fraction_of_dropped": llm_stats.get(
+                                                 "consistent_fraction_of_dropped"),
                                              "consistent_fraction_by_kind": dg.MetadataValue.json(
                                                  llm_stats.get("consistent_fraction_by_kind", {}))})
 

@@ -210,7 +210,8 @@ def llm_triplets_step(layout: Layout, log: Log = print) -> dict:
     rows, stats = llm.llm_triplets(model, tok, [ids[i] for i in picked], [captions[i] for i in picked],
                                    asdict(cfg.sample), p.seed,  # its fields are generate's sampling arguments
                                    consistent=edits.consistent if world else None,
-                                   edit_kind=edits.edit_kind if world else None)
+                                   edit_kind=edits.edit_kind if world else None,
+                                   min_output_logprob=cfg.min_output_logprob)
     write_shard(layout.llm_triplets, rows, {"kind": "llm_triplets", **stats})
     log(f"llm_triplets: kept {stats['kept']}/{stats['prompts']} "
         + (f"(consistent {stats.get('consistent_fraction', 0):.3f}) " if "consistent_fraction" in stats else "")

@@ -119,7 +119,8 @@ def test_llm_statistics_count_edit_kinds_and_consistency_per_kind(monkeypatch):
         good, n = expected.get(e.kind, (0, 0))
         expected[e.kind] = (good + easy, n + 1)
     monkeypatch.setattr(L, "generate", lambda *a, **k: completions)
-    rows, stats = L.llm_triplets(None, None, [str(i) for i in range(12)], captions, {}, 0,
+    monkeypatch.setattr(L, "output_logprob", lambda m, t, c, *a: (np.zeros(len(c)), np.ones(len(c), int)))
+    rows, stats = L.llm_triplets(None, None, [str(i) for i in range(12)], captions, {"batch_size": 4}, 0,
                                  consistent=E.consistent, edit_kind=E.edit_kind)
     assert stats["kept"] == 12 and stats["edit_kinds"] == {k: n for k, (_, n) in expected.items()}
     assert stats["consistent_fraction_by_kind"] == {k: g / n for k, (g, n) in expected.items()}
@@ -302,3 +303,46 @@ def test_guidance_writes_the_edited_caption_by_the_cfg_rule_and_never_an_empty_i
                                                                   add_special_tokens=False)["input_ids"]]))
     sep = tok(L.SEP_OUT, add_special_tokens=False)["input_ids"][0]
     assert first.logits[0, -1].softmax(-1)[sep] > 0.05
+
+
+def test_output_logprob_is_the_edited_captions_log_likelihood_given_caption_and_instruction(tmp_path):
+    """Recomputed row by row without padding; the taught edit scores above a wrong one."""
+    lm, tok, seeds = _guided_world_lm(tmp_path)
+    wrong = [(c, i, o.replace("a ", "a huge ", 1) if k % 2 else o.split(" on ")[0]) for k, (c, i, o) in
+             enumerate(seeds[:6])]
+    rows = seeds[:6] + wrong  # outputs of three lengths, so the batches pad
+    sums, counts = L.output_logprob(lm, tok, *map(list, zip(*rows)), batch_size=4)
+    enc = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    for (c, i, o), got, n in zip(rows, sums, counts):
+        assert enc(L.completion_text(i, o)) == enc(i + L.SEP_OUT) + enc(o) + enc(L.STOP)
+        context = [tok.bos_token_id] + enc(L.prompt_text(c)) + enc(i + L.SEP_OUT)
+        scored = enc(o + L.STOP)  # the edited caption and where it ends
+        with torch.no_grad():
+            logp = lm(input_ids=torch.tensor([context + scored])).logits[0].log_softmax(-1)
+        want = sum(logp[len(context) + k - 1, t].item() for k, t in enumerate(scored))
+        assert n == len(scored) and got == pytest.approx(want, abs=1e-4)
+    assert all(sums[:6] > sums[6:] + 1.0)
+
+
+def test_min_output_logprob_drops_the_unlikely_triplets_with_a_counted_reason(tmp_path, monkeypatch):
+    lm, tok, seeds = _guided_world_lm(tmp_path)
+    good = seeds[:5]
+    bad = [(c, i, o.replace("navy", "teal")) for c, i, o in seeds[5:10]]
+    captions = [r[0] for r in good + bad]
+    monkeypatch.setattr(L, "generate", lambda *a, **k: [L.completion_text(i, o) for _, i, o in good + bad])
+    truth = set(good)
+    check = lambda c, i, o: ((c, i, o) in truth, "")  # noqa: E731
+    ids = [str(k) for k in range(10)]
+    rows, stats = L.llm_triplets(lm, tok, ids, captions, {"batch_size": 3}, 7, consistent=check)
+    assert stats["kept"] == 10 and stats["consistent_fraction"] == 0.5 and stats["min_output_logprob"] is None
+    sums, counts = L.output_logprob(lm, tok, *map(list, zip(*(good + bad))), batch_size=10)
+    assert rows["output_logprob"] == pytest.approx(sums.tolist(), abs=1e-5)
+    assert rows["output_tokens"] == counts.tolist()
+    threshold = float((sums[:5].min() + sums[5:].max()) / 2)
+    assert sums[:5].min() > sums[5:].max()  # the taught edits are the likely ones
+    rows, stats = L.llm_triplets(lm, tok, ids, captions, {"batch_size": 3}, 7, consistent=check,
+                                 min_output_logprob=threshold)
+    assert rows["id"] == [f"{k}:llm" for k in range(5)]
+    assert stats["rejected"] == {"output log-likelihood below min_output_logprob": 5}
+    assert stats["consistent_fraction"] == 1.0 and stats["consistent_fraction_of_dropped"] == 0.0
+    assert stats["parse_and_consistent_fraction"] == 0.5

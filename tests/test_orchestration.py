@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import mlflow
+import pyarrow.parquet as pq
 import pytest
 
 from orchestration.definitions import build
@@ -77,6 +78,10 @@ def test_whole_asset_graph_materializes_with_checks_passing(materialized):
     assert all(c.passed for c in checks if c.check_name not in warnings)
     consistency = next(c for c in checks if c.check_name == "llm_triplets_consistency")
     assert {"consistent_fraction", "parse_and_consistent_fraction"} <= set(consistency.metadata)  # both reported
+    threshold = project.params.caption_triplets.llm.min_output_logprob
+    assert consistency.metadata["min_output_logprob"].value == threshold
+    scores = pq.read_table(root / "data" / "llm_triplets.parquet").column("output_logprob").to_pylist()
+    assert all(s >= threshold for s in scores)
     for shard in project.params.world.shards:
         assert (root / "data" / "world_pairs" / f"{shard}.parquet").is_file()
     metrics = json.loads((root / "metrics" / "encoder.json").read_text())
