@@ -175,6 +175,8 @@ def llm_adapter(layout: Layout, log: Log = print) -> dict:
         else:
             base_path, tok_path, new_tokens = cfg.base_model, cfg.base_model, []
         model, tok = llm.load_lm(base_path, None, tok_path, local_files_only=Path(str(base_path)).exists())
+        if cfg.lora.train_embeddings:  # every row, the new ones included
+            new_tokens = sorted(set(range(len(tok))) - set(tok.all_special_ids))
         tok.padding_side = "right"
         torch.manual_seed(p.seed)  # LoRA's A matrices too
         model = llm.add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, list(cfg.lora.target_modules),

@@ -11,6 +11,7 @@ import dagster as dg
 import mlflow
 import pyarrow.parquet as pq
 import pytest
+from transformers import AutoTokenizer
 
 from orchestration.definitions import build
 from orchestration.lifecycle import materialize_all
@@ -82,6 +83,9 @@ def test_whole_asset_graph_materializes_with_checks_passing(materialized):
     assert consistency.metadata["min_output_logprob"].value == threshold
     scores = pq.read_table(root / "data" / "llm_triplets.parquet").column("output_logprob").to_pylist()
     assert all(s >= threshold for s in scores)
+    adapter = json.loads((root / "data" / "llm" / "adapter" / "adapter_config.json").read_text())
+    tok = AutoTokenizer.from_pretrained(root / "data" / "llm" / "tokenizer")  # train_embeddings: every row trains
+    assert sorted(adapter["trainable_token_indices"]) == sorted(set(range(len(tok))) - set(tok.all_special_ids))
     for shard in project.params.world.shards:
         assert (root / "data" / "world_pairs" / f"{shard}.parquet").is_file()
     metrics = json.loads((root / "metrics" / "encoder.json").read_text())
