@@ -4,8 +4,9 @@ Loads the fine-tuned LM that `compodiff lifecycle` (or `compodiff run llm_adapte
 data/llm (base, adapter, tokenizer, through the `from_pretrained` path that loads OPT-6.7B) and sends
 the same held-out captions (none of them a seed) through `llm.llm_triplets` twice: with
 guidance_scale 1 (one pass; the reference) and with the configured guidance (the instruction, then the
-edited caption with a second, unconditional branch). Reports prompts per second, kept triplets per
-second and, on the world, the grammar's consistency, for both.
+edited caption with a second, unconditional branch), and guided again with the configured
+likelihood filter (``min_output_logprob``). Reports prompts per second, kept triplets per second, the
+scoring pass's seconds and, on the world, the grammar's consistency, for each.
 
     .venv/bin/python benchmarks/bench_llm_triplets.py [--prompts 1000] [--out benchmarks/results/llm_triplets.json]
 """
@@ -26,12 +27,14 @@ from datagen.shards import read_shard
 from datagen.world import edits
 
 
-def run(model, tok, captions: list[str], sample: dict, seed: int) -> dict:
+def run(model, tok, captions: list[str], sample: dict, seed: int, min_output_logprob: float | None = None) -> dict:
     t0 = time.perf_counter()
     rows, stats = llm.llm_triplets(model, tok, [str(i) for i in range(len(captions))], captions, sample, seed,
-                                   consistent=edits.consistent, edit_kind=edits.edit_kind)
+                                   consistent=edits.consistent, edit_kind=edits.edit_kind,
+                                   min_output_logprob=min_output_logprob)
     seconds = time.perf_counter() - t0
-    return {"guidance_scale": sample["guidance_scale"], "seconds": seconds,
+    return {"guidance_scale": sample["guidance_scale"], "min_output_logprob": min_output_logprob,
+            "seconds": seconds, "scoring_seconds": stats["scoring_seconds"],
             "prompts_per_s": len(captions) / seconds, "kept_per_s": stats["kept"] / seconds,
             "kept": stats["kept"], "consistent_of_kept": stats["consistent_fraction"],
             "consistent_of_prompts": stats["parse_and_consistent_fraction"],
@@ -58,7 +61,9 @@ def main() -> None:
     sample = {k: v for k, v in asdict(s).items() if k != "guidance_scale"}
     res = {"prompts": len(captions), "threads": torch.get_num_threads(), "sampler": sample,
            "one_pass": run(model, tok, captions, {**sample, "guidance_scale": 1.0}, p.seed),
-           "guided": run(model, tok, captions, {**sample, "guidance_scale": s.guidance_scale}, p.seed)}
+           "guided": run(model, tok, captions, {**sample, "guidance_scale": s.guidance_scale}, p.seed),
+           "guided_filtered": run(model, tok, captions, {**sample, "guidance_scale": s.guidance_scale}, p.seed,
+                                  p.caption_triplets.llm.min_output_logprob)}
     report(res, args.out)
 
 

@@ -374,7 +374,7 @@ def output_logprob(model, tokenizer, captions: list[str], instructions: list[str
 
     The LM's own confidence in what it wrote: on the world, an edited caption that is not the instruction
     applied to the caption (the right word replaced by a wrong one) is one the LM was unsure of (ROC AUC
-    0.93-0.95 against the grammar's check, three fine-tuned models), so it can filter with no grammar."""
+    0.90-0.95 against the grammar's check, three fine-tuned models), so it can filter with no grammar."""
     def tokens(text):
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
