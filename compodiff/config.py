@@ -134,8 +134,9 @@ class LLMConfig:
     lm: LMConfig | None
     lora: LoraConfig
     sample: SampleConfig
-    # keep an LLM triplet only if the fine-tuned LM's log-likelihood of its edited caption (given caption and
-    # instruction, summed over its tokens) is at least this; None keeps all. Every kept row records it.
+    # keep an LLM triplet only if the fine-tuned LM's log-likelihood of its edited caption and stop sequence
+    # (given caption and instruction, summed over their tokens) is at least this; None keeps all. Every kept
+    # row records it.
     min_output_logprob: float | None = None
 
 

@@ -390,9 +390,10 @@ def output_logprob(model, tokenizer, captions: list[str], instructions: list[str
         width = max(len(r) for r in rows)
         ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows])
         mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
-        # token t is predicted at position t - 1
-        token_logp = logp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        # token t is predicted at position t - 1; gather minus logsumexp, not a second vocabulary-wide
+        # tensor (OPT-6.7B: 50k columns a position)
+        token_logp = logits.gather(-1, ids[:, 1:, None])[..., 0] - logits.logsumexp(-1)
         for k, (a, b) in enumerate(spans):
             sums[start + k] = token_logp[k, a - 1:b - 1].sum().item()
             counts[start + k] = b - a
@@ -429,11 +430,11 @@ def llm_triplets(model, tokenizer, ids: list[str], captions: list[str], sample_c
     """Generate, parse, validate, deduplicate, score; keep what scores at least ``min_output_logprob``
     (None: all). Returns (rows, statistics with counted rejections).
 
-    Every row records ``output_logprob`` and ``output_tokens`` (``output_logprob``), so a later run can
-    re-filter with another threshold. With ``edit_kind`` the statistics count the kept triplets per kind
-    of edit, and with ``consistent`` as well, the consistency per kind (a near-greedy sampler can be
-    consistent by writing one easy kind only, which the overall fraction alone would hide) and the
-    consistency of what the threshold dropped."""
+    Every row records its score and token count (columns ``output_logprob``, ``output_tokens``; see
+    ``output_logprob``), so a later run can re-filter with another threshold. With ``edit_kind`` the
+    statistics count the kept triplets per kind of edit, and with ``consistent`` as well, the consistency
+    per kind (a near-greedy sampler can be consistent by writing one easy kind only, which the overall
+    fraction alone would hide) and the consistency of what the threshold dropped."""
     t0 = time.perf_counter()
     completions = generate(model, tokenizer, captions, seed=seed, **sample_cfg)
     seconds = time.perf_counter() - t0
@@ -460,7 +461,7 @@ def llm_triplets(model, tokenizer, ids: list[str], captions: list[str], sample_c
     kinds, kinds_good = Counter(), Counter()
     for (cid, cap, instruction, output), lp, nt in zip(parsed_rows, logp, n_tokens):
         ok = consistent(cap, instruction, output)[0] if consistent is not None else None
-        if min_output_logprob is not None and lp < min_output_logprob:
+        if min_output_logprob is not None and not lp >= min_output_logprob:  # NaN (a broken LM) fails too
             rejected["output log-likelihood below min_output_logprob"] += 1
             dropped += 1
             dropped_good += bool(ok)

@@ -346,3 +346,13 @@ def test_min_output_logprob_drops_the_unlikely_triplets_with_a_counted_reason(tm
     assert stats["rejected"] == {"output log-likelihood below min_output_logprob": 5}
     assert stats["consistent_fraction"] == 1.0 and stats["consistent_fraction_of_dropped"] == 0.0
     assert stats["parse_and_consistent_fraction"] == 0.5
+
+
+def test_a_nan_score_fails_the_likelihood_filter(monkeypatch):
+    """A broken LM (NaN logits) must not slip its triplets past the threshold: NaN >= x is false."""
+    caps = ["a red star on a navy background", "a blue star on a navy background"]
+    monkeypatch.setattr(L, "generate", lambda *a, **k: [L.completion_text("make the star green", "a green star"
+                                                                           " on a navy background")] * 2)
+    monkeypatch.setattr(L, "output_logprob", lambda m, t, c, *a: (np.array([np.nan, -0.1]), np.array([7, 7])))
+    rows, stats = L.llm_triplets(None, None, ["0", "1"], caps, {"batch_size": 2}, 0, min_output_logprob=-1.0)
+    assert rows["id"] == ["1:llm"] and stats["rejected"] == {"output log-likelihood below min_output_logprob": 1}
