@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -52,6 +52,9 @@ class EncoderTrainConfig:
     warmup_steps: int
     eval_pairs: int
     threads: int
+    # share of training captions rewritten in everyday English (datagen.world.language): synonyms, carrier
+    # phrases, requests, so the text tower knows more than the captions' few dozen words, as CLIP does
+    paraphrase: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,11 @@ class LLMConfig:
     # (given caption and instruction, summed over their tokens) is at least this; None keeps all. Every kept
     # row records it.
     min_output_logprob: float | None = None
+    # world: the share of seed edits that make two edits in one instruction (the "combined" kind)
+    seed_combined: float = 0.0
+    # how many seed triplets also become training triplets of the LLM method, as the paper re-uses IP2P's
+    # own caption triplets beside the ones its fine-tuned OPT writes (0: none)
+    reuse_seeds: int = 0
 
 
 @dataclass(frozen=True)
@@ -166,6 +174,9 @@ class ImagePairsConfig:
     max_triplets_per_shard: int  # 0: all
     chunk_size: int  # triplets per resumable part of a shard
     diffusers: DiffusersConfig
+    # of each shard's max_triplets_per_shard, the share given first to LLM triplets (the paper's mix is 39%
+    # LLM); keyword triplets fill the rest. None: one seeded draw over all methods.
+    llm_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +191,12 @@ class ClipFilterConfig:
     sim_instruction: float  # LLM triplets: cos(instruction, img_1) (0.20)
     best_k: int  # per caption triplet, the best k by sim_dir
     min_keep_rate: float  # blocking asset check: fewer kept means the generator or encoder broke
+    # per method ("keyword", "llm"), thresholds that replace the ones above: an edit that changes the whole
+    # background moves sim_image more than a swapped object does, so one image rule cannot serve both
+    per_method: dict[str, dict[str, float]] = field(default_factory=dict)
+    # blocking asset check: every edit kind the benchmark asks about is at least this share of the kept
+    # triplets (world profiles, where the kind is known)
+    min_kind_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -251,6 +268,9 @@ class BenchmarkConfig:
     steps: int
     mix_reference: float  # (1 - s) target + s reference (the release's demo: 0.1; 0.05 with a mask)
     topk: int
+    # stage 2 must beat every baseline for benchmark_metrics to pass (a blocking check); false makes a loss
+    # a warning, for the tiny wiring profile whose models are barely trained
+    require_stage2_lead: bool = True
 
 
 @dataclass(frozen=True)

@@ -68,21 +68,42 @@ def clip_scores(encoder: Encoder, reference_images: np.ndarray, target_images: n
     return {k: v.astype(np.float32) for k, v in out.items()}
 
 
+def thresholds_of(cfg: ClipFilterConfig, method: str | None = None) -> dict[str, float]:
+    """The score thresholds that apply to a pair of ``method``: the shared ones, with the method's own over them."""
+    shared = {k: v for k, v in asdict(cfg).items() if k in SCORES}
+    own = cfg.per_method.get(method, {}) if method is not None else {}
+    unknown = sorted(set(own) - set(SCORES))
+    if unknown:
+        raise ValueError(f"clip_filter.per_method.{method}: unknown score(s) {unknown}; scores: {list(SCORES)}")
+    return {**shared, **own}
+
+
 def apply_filter(scores: dict[str, np.ndarray], triplet_ids: list[str], cfg: ClipFilterConfig,
-                 valid: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+                 valid: np.ndarray | None = None, methods: list[str] | None = None) -> tuple[np.ndarray, dict]:
     """Boolean keep mask and what each rule removed.
 
     ``removed_by`` counts each failing pair once, at the first rule it fails in the order listed
     (IP2P's order); ``fails`` counts every rule a pair fails, so the two together show both the
     marginal and the sequential effect of each threshold. ``valid`` marks pairs that were generated
-    at all (failed generations are counted apart)."""
+    at all (failed generations are counted apart). ``methods`` (one per pair) selects the per-method
+    thresholds of ``cfg.per_method``."""
     n = len(triplet_ids)
     valid = np.ones(n, dtype=bool) if valid is None else valid.astype(bool)
-    thresholds = {k: v for k, v in asdict(cfg).items() if k in SCORES}
+    thresholds = thresholds_of(cfg)
+    limit = {name: np.full(n, t, dtype=np.float64) for name, t in thresholds.items()}
+    per_method = {}
+    if methods is not None:
+        methods_arr = np.asarray(methods)
+        for m in sorted(set(methods)):
+            own = thresholds_of(cfg, m)
+            if own != thresholds:
+                per_method[m] = own
+                for name, t in own.items():
+                    limit[name][methods_arr == m] = t
     passes = {}
-    for name, t in thresholds.items():
+    for name in thresholds:
         s = np.asarray(scores[name])
-        passes[name] = np.where(np.isnan(s), True, s >= t)  # NaN: the rule does not apply to this pair
+        passes[name] = np.where(np.isnan(s), True, s >= limit[name])  # NaN: the rule does not apply to this pair
     keep = valid.copy()
     removed_by: Counter = Counter({"generation failed": int((~valid).sum())})
     fails: Counter = Counter()
@@ -104,6 +125,7 @@ def apply_filter(scores: dict[str, np.ndarray], triplet_ids: list[str], cfg: Cli
                 dropped_k += 1
     removed_by["best_k"] = dropped_k
     stats = {"pairs": n, "kept": int(keep.sum()), "keep_rate": float(keep.sum() / max(1, n)),
-             "removed_by": dict(removed_by), "fails": dict(fails), "thresholds": thresholds, "best_k": cfg.best_k,
+             "removed_by": dict(removed_by), "fails": dict(fails), "thresholds": thresholds,
+             "thresholds_per_method": per_method, "best_k": cfg.best_k,
              "triplets_kept": len({triplet_ids[i] for i in np.flatnonzero(keep)})}
     return keep, stats

@@ -80,3 +80,14 @@ def training_patterns() -> list[re.Pattern]:
 
 def is_training_phrasing(text: str) -> bool:
     return any(p.match(text.strip().lower()) for p in training_patterns())
+
+
+def benchmark_fixed_words() -> set[str]:
+    """The words the benchmark's phrasings write around their placeholders: what a text encoder must know
+    to read a benchmark instruction (what fills the placeholders are the world's own nouns and adjectives)."""
+    words = set()
+    for templates in BENCHMARK_EDIT_PHRASINGS.values():
+        for t in templates:
+            words |= set(re.sub(r"\{[a-z_]+\}", " ", t).replace(",", " ").split())
+    return words
+

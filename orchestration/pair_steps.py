@@ -14,8 +14,10 @@ from compodiff.config import ConfigError
 from compodiff.encoders import load_encoder
 from compodiff.feature_store import save_features
 from datagen.clip_filter import SCORES, apply_filter, clip_scores
+from datagen.coverage import filter_by_kind, kind_counts
 from datagen.image_pairs import TRIPLET_COLUMNS, generate_shard
 from datagen.shards import decode_png, read_shard, write_shard
+from datagen.world.truth import edit_kind
 from orchestration.cores import cores
 from orchestration.layout import Layout
 from orchestration.steps import Log, check_shard, in_processes
@@ -54,7 +56,14 @@ def triplets_for_shard(layout: Layout, shard: str) -> dict[str, list]:
     if cap:
         # a seeded, order-independent subset: the smallest hashes of (seed, id)
         key = {i: hashlib.blake2b(f"{layout.params.seed}|{t['id'][i]}".encode(), digest_size=8).digest() for i in mine}
-        mine = sorted(sorted(mine, key=key.__getitem__)[:cap])
+        mine = sorted(mine, key=key.__getitem__)
+        share = layout.params.image_pairs.llm_share
+        if share is None:
+            mine = sorted(mine[:cap])
+        else:  # the LLM's triplets first, up to their share of the budget; the other methods fill the rest
+            llm = [i for i in mine if t["method"][i] == "llm"][:round(cap * share)]
+            rest = [i for i in mine if t["method"][i] != "llm"][:cap - len(llm)]
+            mine = sorted(llm + rest)
     return {c: [t[c][i] for i in mine] for c in TRIPLET_COLUMNS}
 
 
@@ -127,19 +136,25 @@ def filtered_triplets(layout: Layout, log: Log = print) -> dict:
     rows = {k: sum((t[k] for t in tables), []) for k in tables[0]}
     scores = {k: np.concatenate(v) for k, v in all_scores.items()}
     valid = np.array([s == "ok" for s in rows["status"]], dtype=bool)
-    keep, stats = apply_filter(scores, rows["triplet_id"], p.clip_filter, valid)
+    keep, stats = apply_filter(scores, rows["triplet_id"], p.clip_filter, valid, rows["method"])
     stats["seconds"] = time.perf_counter() - t0
     stats["pairs_per_second"] = len(rows["id"]) / max(stats["seconds"], 1e-9)
     stats["per_method"] = {m: {"pairs": int(sum(1 for x in rows["method"] if x == m)),
                                "kept": int(sum(1 for x, k in zip(rows["method"], keep) if x == m and k))}
                            for m in sorted(set(rows["method"]))}
     truth = rows["world_consistent"]
-    if any(v is not None for v in truth):
-        stats["world"] = world_agreement(np.array([bool(v) for v in truth]), keep, valid, rows["method"])
+    world = any(v is not None for v in truth)
+    kinds = [edit_kind(a, b) for a, b in zip(rows["reference"], rows["target"])] if world else [None] * len(keep)
+    if world:
+        consistent = np.array([bool(v) for v in truth])
+        stats["world"] = world_agreement(consistent, keep, valid, rows["method"])
+        stats["world"]["per_kind"] = filter_by_kind(np.array(kinds), consistent, keep, valid)
+        stats["coverage"] = stage_coverage(layout, rows, kinds, valid, keep)
     score_cols = {k: scores[k].tolist() for k in SCORES}
+    rows["edit_kind"] = kinds
     with atomic_dir(layout.filtered_triplets) as tmp:
         write_shard(tmp / "scores.parquet", {"id": rows["id"], "triplet_id": rows["triplet_id"],
-                                             "method": rows["method"], "kept": keep.tolist(),
+                                             "method": rows["method"], "edit_kind": kinds, "kept": keep.tolist(),
                                              "world_consistent": truth, **score_cols},
                     {"kind": "clip_scores", "encoder": p.encoder.model, "pairs": len(rows["id"])})
         kept_rows = {k: [v[i] for i in np.flatnonzero(keep)] for k, v in {**rows, **score_cols}.items()}
@@ -156,6 +171,24 @@ def filtered_triplets(layout: Layout, log: Log = print) -> dict:
         + (f"; consistent among kept {w['kept_consistent_fraction']:.3f}, consistent dropped "
            f"{w['consistent_dropped']}" if w else ""))
     return stats
+
+
+def stage_coverage(layout: Layout, rows: dict, kinds: list[str], valid: np.ndarray, keep: np.ndarray) -> dict:
+    """Edit kinds of the caption triplets (generated), those sent to the generator (selected), the pairs it
+    rendered and the pairs the filter kept (what triplet_features encodes and stage 2 trains on)."""
+    t = read_shard(layout.caption_triplets, ["reference", "target", "method"]).to_pydict()
+    generated = [edit_kind(a, b) for a, b in zip(t["reference"], t["target"])]
+    first: dict[str, str] = {}
+    for tid, k in zip(rows["triplet_id"], kinds):
+        first.setdefault(tid, k)
+    out = {"generated": kind_counts(generated), "selected": kind_counts(list(first.values())),
+           "rendered": kind_counts([k for k, v in zip(kinds, valid) if v]),
+           "kept": kind_counts([k for k, v in zip(kinds, keep) if v])}
+    out["kept_by_method"] = {m: kind_counts([k for k, v, x in zip(kinds, keep, rows["method"]) if v and x == m])
+                             for m in sorted(set(rows["method"]))}
+    out["generated_by_method"] = {m: kind_counts([k for k, x in zip(generated, t["method"]) if x == m])
+                                  for m in sorted(set(t["method"]))}
+    return out
 
 
 def world_agreement(consistent: np.ndarray, keep: np.ndarray, valid: np.ndarray, methods: list[str]) -> dict:

@@ -13,6 +13,7 @@ import numpy as np
 
 from compodiff.atomic import atomic_dir, write_json
 from compodiff.config import ConfigError
+from datagen.instructions import benchmark_fixed_words
 from datagen.shards import decode_png, read_shard, write_shard
 from datagen.world.pairs import make_pairs, write_pairs_shard
 from orchestration.cores import cores, use_cores
@@ -118,8 +119,12 @@ def encoder(layout: Layout, log: Log = print, on_metrics: Callable[[int, dict], 
         n = min(p.encoder.train.eval_pairs, p.world.heldout_pairs)
         held_images = np.stack([decode_png(b) for b in heldout["image_png"][:n]])
         recall = retrieval_recall(tmp, held_images, heldout["caption"][:n])
-    metrics = {**summary, **recall, "model": p.encoder.model}
+    words = set(summary.pop("words"))
+    fixed = benchmark_fixed_words()
+    metrics = {**summary, **recall, "model": p.encoder.model, "training_words": len(words),
+               "benchmark_words": len(fixed), "benchmark_words_trained": len(fixed & words),
+               "benchmark_words_untrained": sorted(fixed - words)}
     write_json(layout.encoder_metrics, metrics)
     log(f"encoder: t2i R@1 {recall['t2i_R@1']:.3f} R@10 {recall['t2i_R@10']:.3f} on {recall['eval_pairs']} "
-        "held-out pairs")
+        f"held-out pairs; trained on {len(fixed & words)} of the benchmark instructions' {len(fixed)} fixed words")
     return metrics

@@ -104,17 +104,17 @@ def keyword_triplets_shard(layout: Layout, shard: str, log: Log = print) -> dict
     return manifest
 
 
-def _world_seed_edits(captions: list[str], count: int, seed: int) -> list[tuple[str, str, str]]:
+def _world_seed_edits(captions: list[str], count: int, seed: int, p_combined: float) -> list[tuple[str, str, str]]:
     rng = np.random.default_rng([seed, 4242])
     rows = []
     for c in captions:
         if len(rows) >= count:
             break
         spec = parse_caption(c)
-        e = edits.sample_edit(spec, rng)
-        if e is not None:
-            rows.append((c, edits.instruction(spec, e, rng), edits.caption_of(edits.apply_edit(spec, e),
-                                                                              edits.phrasing_of(c))))
+        steps = edits.sample_edits(spec, rng, p_combined)
+        if steps:
+            rows.append((c, edits.instructions(spec, steps, rng),
+                         edits.caption_of(edits.apply_edits(spec, steps), edits.phrasing_of(c))))
     return rows
 
 
@@ -146,7 +146,7 @@ def llm_adapter(layout: Layout, log: Log = print) -> dict:
         seeds = [(r["caption"], r["instruction"], r["output"]) for r in seeds_raw]
         skipped = dict(seed_stats.skipped)
     else:
-        seeds = _world_seed_edits([captions[i] for i in order], cfg.seed_count, p.seed)
+        seeds = _world_seed_edits([captions[i] for i in order], cfg.seed_count, p.seed, cfg.seed_combined)
         skipped = {}
     if not seeds:
         raise ValueError("no seed triplets to fine-tune on")
@@ -230,8 +230,11 @@ def caption_triplets(layout: Layout, log: Log = print) -> dict:
     cols = ("id", "source_id", "reference", "instruction", "target", "method")
     merged: dict[str, list] = {c: [] for c in (*cols, "source_keyword", "target_keyword", "template_id")}
     seen, duplicates = set(), 0
-    for path in parts:
-        t = read_shard(path).to_pydict()
+    tables = [read_shard(path).to_pydict() for path in parts]
+    reused = _reused_seeds(layout, p.caption_triplets.llm.reuse_seeds)
+    if reused:
+        tables.append(reused)
+    for t in tables:
         n = len(t["id"])
         for i in range(n):
             key = (normalise(t["reference"][i]), normalise(t["instruction"][i]), normalise(t["target"][i]))
@@ -254,7 +257,7 @@ def caption_triplets(layout: Layout, log: Log = print) -> dict:
         valid_kw = sum(truth.keyword_swap_is_exact(merged["reference"][i], merged["target"][i],
                                                    merged["source_keyword"][i], merged["target_keyword"][i])[0]
                        for i in kw)
-    llm_stats = read_manifest(layout.llm_triplets) or {}
+    llm_stats = {**(read_manifest(layout.llm_triplets) or {}), "reused_seeds": len(reused["id"]) if reused else 0}
     metrics = {
         "triplets": len(merged["id"]), "duplicates_removed": duplicates,
         "per_method": dict(Counter(merged["method"])),
@@ -270,6 +273,19 @@ def caption_triplets(layout: Layout, log: Log = print) -> dict:
     log(f"caption_triplets: {metrics['triplets']} triplets {metrics['per_method']}, "
         f"{metrics['unique_keywords']} keywords, {duplicates} duplicates removed")
     return metrics
+
+
+def _reused_seeds(layout: Layout, count: int) -> dict[str, list] | None:
+    """The first ``count`` seed triplets the LM was fine-tuned on, as LLM-method triplets: the paper
+    re-uses IP2P's caption triplets beside the ones its OPT writes (Table 1: IP2P's are part of the
+    LLM-based triplets)."""
+    if not count:
+        return None
+    path = layout.llm_dir / "seed_triplets.parquet"
+    _require([path], "caption_triplets (caption_triplets.llm.reuse_seeds)")
+    t = read_shard(path, ["reference", "instruction", "target"]).slice(0, count).to_pydict()
+    ids = [f"seed-{i:06d}" for i in range(len(t["reference"]))]
+    return {"id": ids, "source_id": ids, **t, "method": ["llm"] * len(ids)}
 
 
 def _sum_skips(layout: Layout) -> dict:

@@ -94,6 +94,28 @@ def test_world_edit_grammar_is_self_consistent_and_catches_wrong_edits():
     assert E.edit_kind("a red star on a navy background", "sing a song") == "unparsed"
 
 
+def test_combined_seed_edits_round_trip_through_the_grammar():
+    rng = np.random.default_rng(5)
+    combined = 0
+    for _ in range(300):
+        text = caption(sample_scene(rng), rng)
+        spec = parse_caption(text)
+        steps = E.sample_edits(spec, rng, p_combined=0.5)
+        inst = E.instructions(spec, steps, rng)
+        out = E.caption_of(E.apply_edits(spec, steps), E.phrasing_of(text))
+        assert E.consistent(text, inst, out) == (True, "ok"), (text, inst, out)
+        assert E.edit_kind(text, inst) == ("combined" if len(steps) == 2 else steps[0].kind)
+        if len(steps) == 2:
+            combined += 1
+            assert steps[0].kind != steps[1].kind and E.COMBINE in inst
+            assert not E.consistent(text, inst, E.caption_of(E.apply_edit(spec, steps[0]), E.phrasing_of(text)))[0]
+    assert 100 < combined < 200
+    # with no combined share, the seed stream is the single-edit sampler's, draw for draw
+    spec = parse_caption("a red star on a navy background")
+    a, b = np.random.default_rng(9), np.random.default_rng(9)
+    assert [E.sample_edits(spec, a, 0.0) for _ in range(20)] == [[E.sample_edit(spec, b)] for _ in range(20)]
+
+
 def test_llm_statistics_count_edit_kinds_and_consistency_per_kind(monkeypatch):
     """A set that is consistent only on its easy kind must show it per kind, not only overall."""
     rng = np.random.default_rng(3)

@@ -162,3 +162,51 @@ def test_failed_generations_are_counted_not_scored():
     s["sim_keyword"] = np.full(n, np.nan)
     keep, stats = apply_filter(s, ["a", "b", "c"], CFG, valid=np.array([True, False, True]))
     assert keep.tolist() == [True, False, True] and stats["removed_by"]["generation failed"] == 1
+
+
+def test_per_method_thresholds_replace_the_shared_ones_for_that_method_only():
+    n = 4
+    s = {k: np.full(n, 0.9) for k in ("sim_0", "sim_1", "sim_dir", "sim_instruction", "sim_keyword")}
+    s["sim_image"] = np.array([0.6, 0.6, 0.8, 0.8])
+    methods = ["keyword", "llm", "keyword", "llm"]
+    cfg = ClipFilterConfig(**{**CFG.__dict__, "per_method": {"llm": {"sim_image": 0.5}}})
+    keep, stats = apply_filter(s, ["a", "b", "c", "d"], cfg, methods=methods)
+    assert keep.tolist() == [False, True, True, True]  # 0.6 clears the LLM's 0.5, not the shared 0.7
+    assert stats["thresholds_per_method"] == {"llm": {**stats["thresholds"], "sim_image": 0.5}}
+    assert apply_filter(s, ["a", "b", "c", "d"], cfg)[0].tolist() == [False, False, True, True]  # no methods given
+    bad = ClipFilterConfig(**{**CFG.__dict__, "per_method": {"llm": {"sim_imgae": 0.5}}})
+    with pytest.raises(ValueError, match=r"clip_filter.per_method.llm: unknown score\(s\) \['sim_imgae'\]"):
+        apply_filter(s, ["a", "b", "c", "d"], bad, methods=methods)
+
+
+def test_llm_share_gives_llm_triplets_their_part_of_each_shards_budget(tmp_path):
+    from dataclasses import replace
+    from pathlib import Path
+
+    from compodiff.config import load_params
+    from datagen.image_pairs import TRIPLET_COLUMNS
+    from datagen.shards import write_shard
+    from orchestration.layout import Layout
+    from orchestration.pair_steps import shard_of, triplets_for_shard
+
+    base = load_params(Path(__file__).resolve().parents[1] / "profiles" / "tiny.yaml")
+    n = 400
+    rows = {c: [None] * n for c in TRIPLET_COLUMNS}
+    rows.update(id=[f"t{i}" for i in range(n)], reference=["r"] * n, instruction=["i"] * n, target=["t"] * n,
+                method=["llm" if i % 10 == 0 else "keyword" for i in range(n)], template_id=[-1] * n)
+
+    def pick(share, cap=40):
+        params = replace(base, image_pairs=replace(base.image_pairs, llm_share=share, max_triplets_per_shard=cap))
+        layout = Layout(tmp_path, params)
+        write_shard(layout.caption_triplets, rows, {"kind": "caption_triplets"})
+        return triplets_for_shard(layout, "s00")
+
+    mine = [i for i in rows["id"] if shard_of(i, base.world.shards) == "s00"]
+    llm_here = sum(rows["method"][int(i[1:])] == "llm" for i in mine)
+    got = pick(0.5)
+    assert len(got["id"]) == 40 and got["method"].count("llm") == min(20, llm_here)
+    assert got == pick(0.5) and got["id"] == sorted(got["id"], key=rows["id"].index)  # seeded, in table order
+    uniform = pick(None)
+    assert len(uniform["id"]) == 40 and uniform["method"].count("llm") < got["method"].count("llm")
+    few = pick(0.5, cap=10 ** 6)  # a budget above the shard: everything, once
+    assert sorted(few["id"]) == sorted(mine)

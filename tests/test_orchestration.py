@@ -73,9 +73,10 @@ def test_whole_asset_graph_materializes_with_checks_passing(materialized):
     assert {c.check_name for c in checks} == {
         "world_pairs_valid", "encoder_recall_floor", "keyword_triplets_valid", "llm_triplets_consistency",
         "llm_triplets_diversity", "filtered_triplets_valid", "pair_features_valid", "triplet_features_valid",
-        "stage1_loss_finite", "stage2_loss_finite", "combiner_loss_finite", "faiss_index_size", "benchmark_floor"}
-    # tiny models: warnings, not gates
-    warnings = {"llm_triplets_consistency", "llm_triplets_diversity", "benchmark_floor"}
+        "stage1_loss_finite", "stage2_loss_finite", "combiner_loss_finite", "faiss_index_size",
+        "stage2_beats_baselines", "negative_text_halves", "triplet_kind_coverage"}
+    # tiny models: warnings, not gates (stage2_beats_baselines is one through benchmark.require_stage2_lead)
+    warnings = {"llm_triplets_consistency", "llm_triplets_diversity", "stage2_beats_baselines", "negative_text_halves"}
     assert all(c.passed for c in checks if c.check_name not in warnings)
     consistency = next(c for c in checks if c.check_name == "llm_triplets_consistency")
     assert {"consistent_fraction", "parse_and_consistent_fraction"} <= set(consistency.metadata)  # both reported
@@ -98,6 +99,14 @@ def test_whole_asset_graph_materializes_with_checks_passing(materialized):
     filt = json.loads((root / "metrics" / "filter.json").read_text())
     assert filt["pairs"] > 0 and 0 <= filt["world"]["kept_consistent_fraction"] <= 1
     assert sum(filt["removed_by"].values()) + filt["kept"] == filt["pairs"]  # every pair accounted for
+    cov = filt["coverage"]  # edit kinds at every stage, from the scene graphs
+    assert cov["generated"]["total"] == triplets["triplets"] and cov["kept"]["total"] == filt["kept"]
+    assert cov["rendered"]["total"] == filt["pairs"] - filt["removed_by"]["generation failed"]
+    assert triplets["llm"]["reused_seeds"] == 16 and "llm" in filt["thresholds_per_method"]
+    coverage_check = next(c for c in checks if c.check_name == "triplet_kind_coverage")
+    assert coverage_check.metadata["kept_by_kind"].value == cov["kept"]["counts"]
+    kinds = pq.read_table(root / "data" / "filtered_triplets" / "pairs.parquet").column("edit_kind").to_pylist()
+    assert sorted(set(kinds)) == sorted(cov["kept"]["counts"])
     training = json.loads((root / "metrics" / "training.json").read_text())
     assert training["stage1"]["steps"] == 4 and training["stage2"]["steps"] == 4
     assert training["stage2"]["triplets"] > 0 and training["stage2"]["pairs"] == 192

@@ -113,4 +113,44 @@ def test_world_spacy_pipeline_loads_from_disk_and_tags_nouns(tmp_path):
     pos = {t.text: t.pos_ for t in doc}
     assert pos["crescent"] == "NOUN" and pos["background"] == "NOUN"
     assert pos["purple"] == "ADJ" and pos["huge"] == "ADJ" and pos["A"] == "DET"
+    assert pos["mint"] == "NOUN" and pos["dotted"] == "ADJ"  # background names are nouns, as in English
     assert [t.text for t in doc if t.pos_ == "NOUN" and t.text in lx.SHAPES] == ["crescent"]
+
+
+@pytest.mark.parametrize("reference,target,kind", [
+    ("a red star on a navy background", "a red heart on a navy background", "replace"),
+    ("a red star on a navy background", "a blue star on a navy background", "colour"),
+    ("a small red star on a navy background", "a huge red star on a navy background", "size"),
+    ("a red star on a navy background", "a red star and a blue circle on a navy background", "add"),
+    ("a red star and a blue circle on a navy background", "a blue circle on a navy background", "remove"),
+    ("a red star on a navy background", "a red star on a teal background", "background"),
+    ("a red star on a navy striped background", "a red star on a navy dotted background", "texture"),
+    ("a red star on a navy background", "a blue star on a teal background", "combined"),
+    ("a red star on a navy background", "a red star on a navy background", "none"),
+    ("a red star and a blue circle on a navy background", "a red heart and a green circle on a navy background",
+     "unparsed"),  # two objects changed: no single edit, no pair of them
+    ("a red star at the top on a navy background", "a red star at the left on a navy background", "unparsed"),
+    ("a red star on a navy background", "make it glitter", "unparsed"),
+])
+def test_edit_kind_reads_the_change_from_the_two_scene_graphs(reference, target, kind):
+    from datagen.world.truth import edit_kind
+
+    assert edit_kind(reference, target) == kind
+
+
+def test_paraphrases_are_seeded_keep_the_scene_words_and_respect_the_fit():
+    from datagen.world.language import BACKGROUND_NOUNS, paraphrase_captions, vocabulary
+
+    rng = np.random.default_rng(4)
+    captions = [caption(sample_scene(rng), rng) for _ in range(300)]
+    out = paraphrase_captions(captions, 0.5, seed=1)
+    assert out == paraphrase_captions(captions, 0.5, seed=1) and out != paraphrase_captions(captions, 0.5, seed=2)
+    changed = [(a, b) for a, b in zip(captions, out) if a != b]
+    assert 100 < len(changed) < 200
+    for a, b in changed:
+        spec = parse_caption(a)
+        assert spec.background in b and all(o.shape in b for o in spec.objects)
+        assert any(noun in b for noun in BACKGROUND_NOUNS)
+    assert len(vocabulary(out)) > 2 * len(vocabulary(captions))
+    assert paraphrase_captions(captions, 1.0, seed=1, fits=lambda t: False) == captions
+    assert paraphrase_captions(captions, 0.0, seed=1) == captions

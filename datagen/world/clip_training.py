@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from compodiff.config import EncoderTrainConfig
 from compodiff.encoders import load_encoder, save_encoder
+from datagen.world.language import paraphrase_captions, vocabulary
 
 PREPROCESS = {"mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD),
               "interpolation": "bicubic", "resize_mode": "shortest"}
@@ -52,7 +53,10 @@ def train_clip(cfg: EncoderTrainConfig, images: np.ndarray, captions: list[str],
     mcfg = model_config(cfg, image_size)
     clip = open_clip.model.CLIP(**mcfg)
     tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=cfg.context_length)
-    tokens = tokenizer(list(captions))
+    original = list(captions)
+    captions = paraphrase_captions(original, cfg.paraphrase, seed,
+                                   fits=lambda t: len(tokenizer.encode(t)) + 2 <= cfg.context_length)
+    tokens = tokenizer(captions)
     optimizer = torch.optim.AdamW(clip.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
     def lr_at(step: int) -> float:  # linear warm-up, cosine decay
@@ -93,7 +97,8 @@ def train_clip(cfg: EncoderTrainConfig, images: np.ndarray, captions: list[str],
     clip.eval()
     save_encoder(clip, mcfg, {**PREPROCESS, "size": image_size}, out_dir)
     return {"final_loss": loss_value, "steps": cfg.steps, "train_seconds": seconds,
-            "samples_per_second": cfg.steps * cfg.batch_size / seconds, "train_pairs": len(images)}
+            "samples_per_second": cfg.steps * cfg.batch_size / seconds, "train_pairs": len(images),
+            "paraphrased": sum(a != b for a, b in zip(captions, original)), "words": sorted(vocabulary(captions))}
 
 
 @torch.no_grad()

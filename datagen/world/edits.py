@@ -176,22 +176,78 @@ def consistent(caption: str, instruction_text: str, edited_caption: str) -> tupl
     try:
         source = parse_caption(caption)
         target = parse_caption(edited_caption)
-        edit = parse_instruction(instruction_text, source)
-        expected = apply_edit(source, edit)
+        steps = parse_instructions(instruction_text, source)
+        expected = apply_edits(source, steps)
     except (ValueError, EditError) as err:
         return False, str(err)
     if expected != target:
-        return False, f"the edited caption is not the instruction applied to the caption ({edit.kind})"
+        return False, f"the edited caption is not the instruction applied to the caption ({_kind(steps)})"
     return True, "ok"
 
 
 def edit_kind(caption: str, instruction_text: str) -> str:
-    """The grammar's kind of an instruction on ``caption`` ("unparsed" when it is not in the grammar):
-    what a generated set's diversity is counted in, next to its consistency."""
+    """The grammar's kind of an instruction on ``caption`` ("unparsed" when it is not in the grammar,
+    "combined" for two edits): what a generated set's diversity is counted in, next to its consistency."""
     try:
-        return parse_instruction(instruction_text, parse_caption(caption)).kind
+        return _kind(parse_instructions(instruction_text, parse_caption(caption)))
     except (ValueError, EditError):
         return "unparsed"
+
+
+# Two edits in one instruction: "<edit> and <edit>", the second acting on the scene the first made.
+COMBINE = " and "
+
+
+def sample_edits(scene: Scene, rng: np.random.Generator, p_combined: float) -> list[Edit]:
+    """One edit, or with probability ``p_combined`` two of different kinds (empty if none applies)."""
+    first = sample_edit(scene, rng)
+    if first is None:
+        return []
+    if p_combined <= 0 or rng.random() >= p_combined:
+        return [first]
+    after = apply_edit(scene, first)
+    for _ in range(4):  # a second kind that differs from the first, when one applies
+        second = sample_edit(after, rng)
+        if second is not None and second.kind != first.kind:
+            return [first, second]
+    return [first]
+
+
+def apply_edits(scene: Scene, steps: list[Edit]) -> Scene:
+    for e in steps:
+        scene = apply_edit(scene, e)
+    return scene
+
+
+def instructions(scene: Scene, steps: list[Edit], rng: np.random.Generator) -> str:
+    """The instruction of one or more edits, each worded on the scene it acts on."""
+    parts = []
+    for e in steps:
+        parts.append(instruction(scene, e, rng))
+        scene = apply_edit(scene, e)
+    return COMBINE.join(parts)
+
+
+def parse_instructions(text: str, scene: Scene) -> list[Edit]:
+    """One edit, or two joined by COMBINE (split where both halves parse in turn)."""
+    try:
+        return [parse_instruction(text, scene)]
+    except ValueError:  # EditError, or an added object's words that are no caption
+        pass
+    start = 0
+    while (at := text.find(COMBINE, start)) >= 0:
+        start = at + 1
+        try:
+            first = parse_instruction(text[:at], scene)
+            second = parse_instruction(text[at + len(COMBINE):], apply_edit(scene, first))
+        except ValueError:
+            continue
+        return [first, second]
+    raise EditError(f"instruction {text!r} is not in the world's edit grammar for this scene")
+
+
+def _kind(steps: list[Edit]) -> str:
+    return steps[0].kind if len(steps) == 1 else "combined"
 
 
 def _pick(rng, options):

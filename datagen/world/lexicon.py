@@ -85,6 +85,11 @@ def part_of_speech() -> dict[str, str]:
     for s in SHAPES:
         pos[s] = "NOUN"
         pos[SHAPE_PLURALS[s]] = "NOUN"
-    for w in (*COLOURS, *SIZES, *TEXTURES, *BACKGROUNDS):
+    for w in (*COLOURS, *SIZES, *TEXTURES):
         pos[w] = "ADJ"
+    # The background names are English nouns (olive, mint, charcoal, navy ...), which en_core_web_sm tags
+    # NOUN (compound) before "background": so the keyword method swaps background details, as the paper's
+    # keywords include "objects, background details, or textures".
+    for w in BACKGROUNDS:
+        pos[w] = "NOUN"
     return pos

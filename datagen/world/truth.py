@@ -54,3 +54,41 @@ def hidden_objects(scene: Scene, image: np.ndarray, segmap: np.ndarray) -> list[
         elif np.linalg.norm(np.array(lx.COLOURS[o.colour], dtype=float) - bg) < MIN_CONTRAST:
             out.append(f"the {o.colour} {o.shape} is lost on the {scene.background} background")
     return out
+
+
+# The edit kinds a triplet can carry, as the world benchmark names them ("replace" is a shape swap);
+# "combined" is two or more of them in one triplet.
+EDIT_KINDS = ("replace", "colour", "add", "remove", "background", "texture", "size", "combined")
+# The kinds the world benchmark asks about (negative and mask queries are conditions on these).
+BENCHMARK_KINDS = ("replace", "colour", "add", "remove", "background", "size", "combined")
+
+
+def edit_kind(reference: str, target: str) -> str:
+    """What a triplet edits, from the two captions' scene graphs (the instruction is not read, so every
+    method is counted alike): one of EDIT_KINDS, "none" when the scenes agree, "unparsed" when a caption
+    does not parse or the objects changed in a way no single edit explains."""
+    try:
+        a, b = parse_caption(reference), parse_caption(target)
+    except CaptionParseError:
+        return "unparsed"
+    kinds = [k for k, x, y in (("background", a.background, b.background), ("texture", a.texture, b.texture))
+             if x != y]
+    objs_a, objs_b = list(a.objects), list(b.objects)
+    if len(objs_b) == len(objs_a) + 1 and objs_b[:-1] == objs_a:
+        kinds.append("add")
+    elif len(objs_b) == len(objs_a) - 1 and any(objs_a[:i] + objs_a[i + 1:] == objs_b for i in range(len(objs_a))):
+        kinds.append("remove")
+    elif len(objs_a) == len(objs_b):
+        changed = [(x, y) for x, y in zip(objs_a, objs_b) if x != y]
+        if len(changed) > 1:
+            return "unparsed"
+        for x, y in changed:
+            kinds += [k for k, f in (("replace", "shape"), ("colour", "colour"), ("size", "size"),
+                                     ("position", "position")) if getattr(x, f) != getattr(y, f)]
+    else:
+        return "unparsed"
+    if "position" in kinds:
+        return "unparsed"
+    if not kinds:
+        return "none"
+    return kinds[0] if len(kinds) == 1 else "combined"
