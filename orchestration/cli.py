@@ -5,6 +5,7 @@
   compodiff search --text T    composed search over the indexed gallery (--sheet writes a contact sheet)
   compodiff plan [--profile N] dry run of a profile: models, datasets, steps, expected sizes
   compodiff profile NAME       switch profile: copy profiles/NAME.yaml over params.yaml
+  compodiff docs               regenerate docs/results.md from metrics/ and benchmarks/results/
 """
 
 from __future__ import annotations
@@ -86,6 +87,13 @@ def cmd_run(args) -> int:
             run.log_metrics(result)
     if rank0:
         print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, default=str))
+    return 0
+
+
+def cmd_docs(args) -> int:
+    from orchestration.results_doc import write_results
+
+    print(f"wrote {write_results(_root())}")
     return 0
 
 
@@ -213,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("plan", help="dry run: resolve a profile, check its models and data, print the steps")
     p.add_argument("--profile", help="profiles/NAME.yaml (default: params.yaml)")
     p.set_defaults(func=cmd_plan)
+    p = sub.add_parser("docs", help="regenerate docs/results.md from metrics/ and benchmarks/results/")
+    p.set_defaults(func=cmd_docs)
     p = sub.add_parser("profile", help="switch params.yaml to profiles/NAME.yaml")
     p.add_argument("name")
     p.set_defaults(func=cmd_profile)

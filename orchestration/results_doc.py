@@ -1,0 +1,114 @@
+"""docs/results.md, generated from metrics/ and benchmarks/results/ so that no number is copied by hand.
+
+  .venv/bin/compodiff docs          (rewrites docs/results.md; a missing input is said, not invented)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from compodiff.atomic import atomic_path
+
+KIND_STAGES = ("generated", "selected", "rendered", "kept")
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    def cell(v):
+        return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+        ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows] + [""]
+
+
+def benchmark_section(bench: dict | None, checks: dict | None) -> list[str]:
+    out = ["## World benchmark (the default run)", ""]
+    if bench is None:
+        return out + ["Not measured yet: run `compodiff lifecycle`.", ""]
+    kinds = sorted(bench["image_text_sum"]["per_type"])
+    rows = [[m, v["mAP@10"], *[v["per_type"][k]["mAP@10"] for k in kinds]] for m, v in bench.items()]
+    out += ["mAP@10 (%), overall and per query type; from `metrics/benchmark.json`.", ""]
+    out += _table(["method", "all", *kinds], rows)
+    if checks:
+        out += [f"Best baseline: {checks.get('best_baseline', '?')} at {checks['best_baseline_mAP@10']:.2f}; "
+                f"stage 2 {'leads' if checks['stage2_beats_baselines'] else 'does not lead'}. Negated object in "
+                f"the top 10: {checks['negative_text']['share_with']:.3f} with the negative text, "
+                f"{checks['negative_text']['share_without']:.3f} without.", ""]
+    return out
+
+
+def coverage_section(filt: dict | None) -> list[str]:
+    out = ["## Edit kinds of the synthetic triplets at every stage", ""]
+    cov = (filt or {}).get("coverage")
+    if cov is None:
+        return out + ["Not measured (no world ground truth, or no run yet).", ""]
+    kinds = sorted({k for s in KIND_STAGES for k in cov[s]["counts"]})
+    rows = [[k, *[f"{cov[s]['counts'].get(k, 0)} ({100 * cov[s]['shares'].get(k, 0):.1f}%)" for s in KIND_STAGES]]
+            for k in kinds]
+    out += ["Counts (share of the stage); from `metrics/filter.json`. *kept* is what stage 2 trains on.", ""]
+    out += _table(["kind", *KIND_STAGES], rows)
+    per_kind = filt.get("world", {}).get("per_kind", {})
+    if per_kind:
+        out += ["The CLIP filter against the world's ground truth, per kind: precision = consistent among kept, "
+                "recall = kept among consistent.", ""]
+        out += _table(["kind", "pairs", "kept", "precision", "recall"],
+                      [[k, v["pairs"], v["kept"], v["precision"] if v["precision"] is not None else "-",
+                        v["recall"] if v["recall"] is not None else "-"] for k, v in sorted(per_kind.items())])
+    methods = cov.get("kept_by_method", {})
+    if methods:
+        total = sum(m["total"] for m in methods.values())
+        out += ["Kept per method: " + ", ".join(f"{m} {v['total']} ({100 * v['total'] / max(1, total):.1f}%)"
+                                                 for m, v in sorted(methods.items())) + ".", ""]
+    return out
+
+
+def encoder_section(enc: dict | None) -> list[str]:
+    out = ["## The world CLIP", ""]
+    if enc is None:
+        return out + ["Not trained yet.", ""]
+    out += [f"Held-out text-to-image R@1 {enc['t2i_R@1']:.3f}, R@10 {enc['t2i_R@10']:.3f} on {enc['eval_pairs']} "
+            f"pairs ({enc.get('steps', '?')} steps, {enc.get('train_seconds', 0):.0f} s)."]
+    if "benchmark_words" in enc:
+        out += [f"Its training text holds {enc['training_words']} distinct words, {enc['benchmark_words_trained']} of "
+                f"the {enc['benchmark_words']} fixed words of the benchmark's phrasings; never seen: "
+                f"{', '.join(enc['benchmark_words_untrained']) or 'none'}."]
+    return out + [""]
+
+
+def claims_section(claims: dict | None) -> list[str]:
+    out = ["## The paper's claims over training seeds", ""]
+    if claims is None or "claims" not in claims:
+        return out + ["Not measured yet: `benchmarks/claims_world.py` (see its docstring).", ""]
+    seeds = claims["training_seeds"]
+    out += [f"`benchmarks/results/claims_world.json`: training seeds {seeds}, sampling seeds "
+            f"{claims['sampling_seeds']}; mAP@10 per seed, then mean ± spread.", ""]
+    out += _table(["method", *[f"seed {s}" for s in seeds], "mean", "spread"],
+                  [[n, *v["per_seed"], v["mean"], v["std"]] for n, v in claims["aggregate"].items()])
+    per_seed = claims["claims"]["per_seed"]
+    keys = [k for k in per_seed[0] if k != "seed"]
+    out += _table(["claim", *[f"seed {c['seed']}" for c in per_seed]],
+                  [[k, *["holds" if c[k] else "fails" for c in per_seed]] for k in keys])
+    margins = [f"seed {r['seed']}: {r['margin']['mAP@10']:+.2f} [{r['margin']['bootstrap_95'][0]:+.2f}, "
+               f"{r['margin']['bootstrap_95'][1]:+.2f}] vs {r['best_baseline']}" for r in claims["seeds"]]
+    out += ["Margin of stage 2 over the best baseline, with a paired bootstrap 95% interval over queries: "
+            + "; ".join(margins) + ".", "", "![claims](../benchmarks/results/claims_world.png)", ""]
+    return out
+
+
+def write_results(root: Path) -> Path:
+    metrics, results = root / "metrics", root / "benchmarks" / "results"
+    lines = ["# Results", "", "Generated by `compodiff docs` from `metrics/` (the default run) and "
+             "`benchmarks/results/`; edit those, not this file.", ""]
+    lines += benchmark_section(_load(metrics / "benchmark.json"), _load(metrics / "benchmark_checks.json"))
+    lines += coverage_section(_load(metrics / "filter.json"))
+    lines += encoder_section(_load(metrics / "encoder.json"))
+    lines += claims_section(_load(results / "claims_world.json"))
+    out = root / "docs" / "results.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out, suffix=".md") as tmp:
+        Path(tmp).write_text("\n".join(lines))
+    return out
