@@ -95,13 +95,25 @@ def keyword_triplets(ids: list[str], captions: list[str], nlp, neighbours: dict[
         if not usable:
             stats.skipped["no keyword in the similarity window"] += 1
             continue
-        token = usable[int(rng.integers(len(usable)))]
-        cands = neighbours[token.lower_]
-        new, sim = cands[int(rng.integers(len(cands)))]
-        target = text[:token.idx] + new + text[token.idx + len(token.text):]
-        if validate is not None and not validate(target):
+        # a random object term and a random replacement from its window; where a validator is given, the
+        # first renderable (term, replacement) in that random order (a swap of a shape for a background
+        # word renders nothing, as a nonsense prompt does not)
+        choice = None
+        for t in rng.permutation(len(usable)):
+            token = usable[int(t)]
+            cands = neighbours[token.lower_]
+            for c in rng.permutation(len(cands)):
+                new, sim = cands[int(c)]
+                target = text[:token.idx] + new + text[token.idx + len(token.text):]
+                if validate is None or validate(target):
+                    choice = token, new, sim, target
+                    break
+            if choice is not None:
+                break
+        if choice is None:
             stats.skipped["target caption not renderable"] += 1
             continue
+        token, new, sim, target = choice
         k = int(rng.integers(len(templates)))
         src = token.lower_
         directions = [("forward", text, target, src, new)]

@@ -129,7 +129,7 @@ def test_world_spacy_pipeline_loads_from_disk_and_tags_nouns(tmp_path):
     ("a red star on a navy background", "a red star on a navy background", "none"),
     ("a red star and a blue circle on a navy background", "a red heart and a green circle on a navy background",
      "unparsed"),  # two objects changed: no single edit, no pair of them
-    ("a red star at the top on a navy background", "a red star at the left on a navy background", "unparsed"),
+    ("a red star at the top on a navy background", "a red star at the left on a navy background", "position"),
     ("a red star on a navy background", "make it glitter", "unparsed"),
 ])
 def test_edit_kind_reads_the_change_from_the_two_scene_graphs(reference, target, kind):

@@ -58,15 +58,16 @@ def hidden_objects(scene: Scene, image: np.ndarray, segmap: np.ndarray) -> list[
 
 # The edit kinds a triplet can carry, as the world benchmark names them ("replace" is a shape swap);
 # "combined" is two or more of them in one triplet.
-EDIT_KINDS = ("replace", "colour", "add", "remove", "background", "texture", "size", "combined")
+EDIT_KINDS = ("replace", "colour", "add", "remove", "background", "texture", "size", "position", "combined")
 # The kinds the world benchmark asks about (negative and mask queries are conditions on these).
 BENCHMARK_KINDS = ("replace", "colour", "add", "remove", "background", "size", "combined")
 
 
 def edit_kind(reference: str, target: str) -> str:
     """What a triplet edits, from the two captions' scene graphs (the instruction is not read, so every
-    method is counted alike): one of EDIT_KINDS, "none" when the scenes agree, "unparsed" when a caption
-    does not parse or the objects changed in a way no single edit explains."""
+    method is counted alike): one of EDIT_KINDS ("position": a keyword swap of "left" for "right"), "none"
+    when the scenes agree, "unparsed" when a caption does not parse or the objects changed in a way no
+    single edit explains."""
     try:
         a, b = parse_caption(reference), parse_caption(target)
     except CaptionParseError:
@@ -86,8 +87,6 @@ def edit_kind(reference: str, target: str) -> str:
             kinds += [k for k, f in (("replace", "shape"), ("colour", "colour"), ("size", "size"),
                                      ("position", "position")) if getattr(x, f) != getattr(y, f)]
     else:
-        return "unparsed"
-    if "position" in kinds:
         return "unparsed"
     if not kinds:
         return "none"

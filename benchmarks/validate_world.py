@@ -1,0 +1,86 @@
+"""The world benchmark's validation split: the same recipe rendered with another seed, for choosing settings.
+
+Settings (guidance weights, sampling steps, data mixes) are chosen here, never on the test benchmark that
+the default run reports. The split is built into its own folder beside the run, with the run's encoder.
+
+  .venv/bin/python benchmarks/validate_world.py --root . --w-text 1 3 7.5 --w-image 1.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from report import report  # noqa: E402
+
+from compodiff.checkpoint import load_checkpoint  # noqa: E402
+from compodiff.combiner import load_combiner  # noqa: E402
+from compodiff.config import load_params  # noqa: E402
+from compodiff.evaluation import cir_metrics, sum_query  # noqa: E402
+from compodiff.pipeline import CompoDiffPipeline  # noqa: E402
+from orchestration import eval_steps  # noqa: E402
+from orchestration.layout import Layout  # noqa: E402
+
+VALIDATION_SEED_OFFSET = 1000  # the test benchmark is rendered with the params' seed
+
+
+def validation_layout(root: Path, seed_offset: int = VALIDATION_SEED_OFFSET) -> Layout:
+    """A layout whose benchmark, gallery features and index are the validation split's (built once)."""
+    params = load_params(root / "params.yaml")
+    val = Layout(root, replace(params, seed=params.seed + seed_offset,
+                               data_dir=str(Path(params.data_dir) / f"validation_{seed_offset}")))
+    if not val.faiss_index.exists():
+        eval_steps.world_benchmark(val)
+        eval_steps.gallery_features(val)
+        eval_steps.faiss_index(val)
+    return val
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", default=".")
+    ap.add_argument("--w-text", type=float, nargs="+")
+    ap.add_argument("--w-image", type=float, nargs="+")
+    ap.add_argument("--steps", type=int, nargs="+")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    root = Path(args.root).resolve()
+    run = Layout(root, load_params(root / "params.yaml"))
+    val = validation_layout(root)
+    q = eval_steps.Queries(val)
+    b = run.params.benchmark
+    out = {"validation_seed": val.params.seed, "queries": len(q.kinds)}
+
+    def score(emb):
+        m = cir_metrics(q.search(emb, b.topk), q.rows["ground_truth"], q.kinds)
+        return {"mAP@10": m["mAP@10"], "per_type": {k: v["mAP@10"] for k, v in m["per_type"].items()}}
+
+    out["image_text_sum"] = score(sum_query(q.reference, q.text))
+    out["image_only"] = score(q.reference)
+    for name in ("combiner", "combiner_bidirectional"):
+        path = run.stage_dir("combiner") / f"{name}.safetensors"
+        if path.is_file():
+            with torch.no_grad():
+                out[name] = score(load_combiner(path)(q.reference, q.text))
+    pipe = CompoDiffPipeline(load_checkpoint(run.stage_dir("stage2") / "denoiser.safetensors"), q.enc)
+    grid = {}
+    for wt in args.w_text or [b.w_text]:
+        for wi in args.w_image or [b.w_image]:
+            for steps in args.steps or [b.steps]:
+                emb = eval_steps.compodiff_queries(pipe, q, b, True, True, steps=steps, w_image=wi, w_text=wt)
+                grid[f"w_text {wt:g} w_image {wi:g} steps {steps}"] = score(emb)
+    out["stage2"] = grid
+    report(out, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
