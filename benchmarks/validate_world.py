@@ -48,6 +48,7 @@ def main() -> int:
     ap.add_argument("--w-text", type=float, nargs="+")
     ap.add_argument("--w-image", type=float, nargs="+")
     ap.add_argument("--steps", type=int, nargs="+")
+    ap.add_argument("--mix-reference", type=float, nargs="+")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -75,8 +76,10 @@ def main() -> int:
     for wt in args.w_text or [b.w_text]:
         for wi in args.w_image or [b.w_image]:
             for steps in args.steps or [b.steps]:
-                emb = eval_steps.compodiff_queries(pipe, q, b, True, True, steps=steps, w_image=wi, w_text=wt)
-                grid[f"w_text {wt:g} w_image {wi:g} steps {steps}"] = score(emb)
+                for mix in args.mix_reference or [b.mix_reference]:
+                    emb = eval_steps.compodiff_queries(pipe, q, replace(b, mix_reference=mix), True, True, steps=steps,
+                                                       w_image=wi, w_text=wt)
+                    grid[f"w_text {wt:g} w_image {wi:g} steps {steps} mix_reference {mix:g}"] = score(emb)
     out["stage2"] = grid
     report(out, args.out)
     return 0

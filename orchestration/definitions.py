@@ -132,7 +132,10 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
         metrics = json.loads(layout.encoder_metrics.read_text())
         floor = 0.5 if layout.params.profile != "tiny" else 0.0
         return dg.AssetCheckResult(passed=metrics["t2i_R@10"] >= floor,
-                                   metadata={"t2i_R@10": metrics["t2i_R@10"], "floor": floor})
+                                   metadata={"t2i_R@10": metrics["t2i_R@10"], "t2i_R@1": metrics["t2i_R@1"],
+                                             "floor": floor,
+                                             "benchmark_words_trained": metrics.get("benchmark_words_trained"),
+                                             "benchmark_words": metrics.get("benchmark_words")})
 
 
 

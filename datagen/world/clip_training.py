@@ -78,8 +78,10 @@ def train_clip(cfg: EncoderTrainConfig, images: np.ndarray, captions: list[str],
         cursor += cfg.batch_size
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        img_f = F.normalize(clip.encode_image(normalise_pixels(images[idx])), dim=-1)
-        txt_f = F.normalize(clip.encode_text(tokens[idx]), dim=-1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            img_f = clip.encode_image(normalise_pixels(images[idx]))
+            txt_f = clip.encode_text(tokens[idx])
+        img_f, txt_f = F.normalize(img_f.float(), dim=-1), F.normalize(txt_f.float(), dim=-1)
         logits = clip.logit_scale.exp() * img_f @ txt_f.T
         labels = torch.arange(len(idx))
         loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
