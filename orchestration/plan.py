@@ -145,5 +145,5 @@ def plan(root: Path, profile: str | None) -> int:
         asset = next(a for a in project.assets if key in a.keys)
         shards = f"[{len(p.world.shards)} shards]" if asset.partitions_def is not None else ""
         print(f"  {name:20s} {shards:12s} {sizes.get(name, '')}")
-    print(f"\n{problems} item(s) not available on this machine" if problems else "\neverything is available")
+    print(f"\n{problems} item(s) not available here" if problems else "\neverything is available")
     return 1 if problems else 0

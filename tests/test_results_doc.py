@@ -50,7 +50,11 @@ def test_results_doc_is_generated_from_the_metrics_and_says_what_is_missing(tmp_
         s: {"total": 10, "counts": {"colour": 3, "replace": 7}, "shares": {"colour": 0.3, "replace": 0.7}}
         for s in ("generated", "selected", "rendered", "kept")}, "world": {"per_kind": {
             "colour": {"pairs": 4, "kept": 3, "precision": 1.0, "recall": 0.75}}}}))
+    (tmp_path / "README.md").write_text("# x\n<!-- headline:start -->\nold\n<!-- headline:end -->\nrest\n")
     text = write_results(tmp_path).read_text()
+    readme = (tmp_path / "README.md").read_text()
+    assert "old" not in readme and readme.endswith("<!-- headline:end -->\nrest\n")
+    assert readme.index("| compodiff_stage2 | 21.50 |") < readme.index("| image_text_sum | 17.25 |")  # best first
     assert "| compodiff_stage2 | 21.50 | 11.00 | 12.50 |" in text
     assert "| colour | 3 (30.0%) | 3 (30.0%) | 3 (30.0%) | 3 (30.0%) |" in text
     assert "| colour | 4 | 3 | 1.00 | 0.75 |" in text
