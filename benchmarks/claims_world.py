@@ -111,8 +111,10 @@ def one_seed(layout: Layout, q: Queries, seed: int, sampling_seeds: list[int], l
                                                                                 subset(trip, f, seed), tokens))
     models["stage2 triplets only"] = timed("triplets only", lambda: train(
         layout, replace(s2, mix=(0.0, 0.0, 1.0)), stage1, None, trip, tokens))
+    # from a random init, so with stage 1's learning rate and warm-up; the stage-2 mix for both stages' steps
     models["stage2 from scratch"] = timed("from scratch", lambda: train(
-        layout, replace(s2, steps=s1.steps + s2.steps, warmup_steps=s1.warmup_steps), fresh, pairs, trip, tokens))
+        layout, replace(s2, steps=s1.steps + s2.steps, lr=s1.lr, warmup_steps=s1.warmup_steps), fresh, pairs, trip,
+        tokens))
 
     aps: dict[str, np.ndarray] = {
         "image_only": per_query_ap(q, q.reference), "text_only": per_query_ap(q, q.text),

@@ -143,13 +143,16 @@ def filtered_triplets(layout: Layout, log: Log = print) -> dict:
                                "kept": int(sum(1 for x, k in zip(rows["method"], keep) if x == m and k))}
                            for m in sorted(set(rows["method"]))}
     truth = rows["world_consistent"]
-    world = any(v is not None for v in truth)
-    kinds = [edit_kind(a, b) for a, b in zip(rows["reference"], rows["target"])] if world else [None] * len(keep)
-    if world:
+    kinds = [None] * len(keep)
+    if any(v is not None for v in truth):  # the world: its scene graphs say what each triplet edits
+        generated = read_shard(layout.caption_triplets, ["id", "reference", "target", "method"]).to_pydict()
+        kind_of = {tid: edit_kind(a, b) for tid, a, b in zip(generated["id"], generated["reference"],
+                                                              generated["target"])}
+        kinds = [kind_of[tid] for tid in rows["triplet_id"]]
         consistent = np.array([bool(v) for v in truth])
         stats["world"] = world_agreement(consistent, keep, valid, rows["method"])
         stats["world"]["per_kind"] = filter_by_kind(np.array(kinds), consistent, keep, valid)
-        stats["coverage"] = stage_coverage(layout, rows, kinds, valid, keep)
+        stats["coverage"] = stage_coverage(generated, kind_of, rows, kinds, valid, keep)
     score_cols = {k: scores[k].tolist() for k in SCORES}
     rows["edit_kind"] = kinds
     with atomic_dir(layout.filtered_triplets) as tmp:
@@ -173,21 +176,18 @@ def filtered_triplets(layout: Layout, log: Log = print) -> dict:
     return stats
 
 
-def stage_coverage(layout: Layout, rows: dict, kinds: list[str], valid: np.ndarray, keep: np.ndarray) -> dict:
+def stage_coverage(generated: dict, kind_of: dict[str, str], rows: dict, kinds: list[str], valid: np.ndarray,
+                   keep: np.ndarray) -> dict:
     """Edit kinds of the caption triplets (generated), those sent to the generator (selected), the pairs it
     rendered and the pairs the filter kept (what triplet_features encodes and stage 2 trains on)."""
-    t = read_shard(layout.caption_triplets, ["reference", "target", "method"]).to_pydict()
-    generated = [edit_kind(a, b) for a, b in zip(t["reference"], t["target"])]
-    first: dict[str, str] = {}
-    for tid, k in zip(rows["triplet_id"], kinds):
-        first.setdefault(tid, k)
-    out = {"generated": kind_counts(generated), "selected": kind_counts(list(first.values())),
+    out = {"generated": kind_counts(list(kind_of.values())),
+           "selected": kind_counts([kind_of[tid] for tid in dict.fromkeys(rows["triplet_id"])]),
            "rendered": kind_counts([k for k, v in zip(kinds, valid) if v]),
            "kept": kind_counts([k for k, v in zip(kinds, keep) if v])}
     out["kept_by_method"] = {m: kind_counts([k for k, v, x in zip(kinds, keep, rows["method"]) if v and x == m])
                              for m in sorted(set(rows["method"]))}
-    out["generated_by_method"] = {m: kind_counts([k for k, x in zip(generated, t["method"]) if x == m])
-                                  for m in sorted(set(t["method"]))}
+    out["generated_by_method"] = {m: kind_counts([kind_of[tid] for tid, x in zip(generated["id"], generated["method"])
+                                                  if x == m]) for m in sorted(set(generated["method"]))}
     return out
 
 
