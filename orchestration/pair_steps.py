@@ -173,7 +173,10 @@ def filtered_triplets(layout: Layout, log: Log = print) -> dict:
         f"removed {stats['removed_by']}"
         + (f"; consistent among kept {w['kept_consistent_fraction']:.3f}, consistent dropped "
            f"{w['consistent_dropped']}" if w else ""))
-    return stats
+    # every stage's count per kind as flat numbers too: MLflow metrics and Dagster metadata of the step
+    flat = {f"{stage}.{k}": n for stage in ("generated", "selected", "rendered", "kept")
+            for k, n in stats.get("coverage", {}).get(stage, {}).get("counts", {}).items()}
+    return {**stats, **flat}
 
 
 def stage_coverage(generated: dict, kind_of: dict[str, str], rows: dict, kinds: list[str], valid: np.ndarray,

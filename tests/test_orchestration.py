@@ -103,6 +103,9 @@ def test_whole_asset_graph_materializes_with_checks_passing(materialized):
     assert cov["generated"]["total"] == triplets["triplets"] and cov["kept"]["total"] == filt["kept"]
     assert cov["rendered"]["total"] == filt["pairs"] - filt["removed_by"]["generation failed"]
     assert triplets["llm"]["reused_seeds"] == 16 and "llm" in filt["thresholds_per_method"]
+    filtered = result_of(results, "filtered_triplets")
+    filter_meta = filtered.asset_materializations_for_node("filtered_triplets")[0].metadata
+    assert all(filter_meta[f"kept.{k}"].value == n for k, n in cov["kept"]["counts"].items())  # also in MLflow
     coverage_check = next(c for c in checks if c.check_name == "triplet_kind_coverage")
     assert coverage_check.metadata["kept_by_kind"].value == cov["kept"]["counts"]
     kinds = pq.read_table(root / "data" / "filtered_triplets" / "pairs.parquet").column("edit_kind").to_pylist()
@@ -143,6 +146,9 @@ def test_one_mlflow_run_per_asset_step_with_lineage_tags(materialized):
     assert stage2.data.params["training.stage2.mix"] == "(0.3, 0.3, 0.4)"
     assert "loss" in stage2.data.metrics and "lr" in stage2.data.metrics
     assert any(k.startswith("system/") for k in stage2.data.metrics)  # system metrics sampled
+    kept = json.loads((root / "metrics" / "filter.json").read_text())["coverage"]["kept"]["counts"]
+    logged = by_asset["filtered_triplets"].data.metrics
+    assert {f"kept.{k}": float(n) for k, n in kept.items()}.items() <= logged.items()
     history = client.get_metric_history(stage2.info.run_id, "loss")
     assert len(history) >= 2  # per training step, not just the final value
     for name, asset in (("compodiff-stage1", "stage1"), ("compodiff-stage2", "stage2"), ("combiner", "combiner")):
