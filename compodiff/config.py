@@ -272,6 +272,7 @@ class BenchmarkConfig:
     # stage 2 must beat every baseline for benchmark_metrics to pass (a blocking check); false makes a loss
     # a warning, for the tiny wiring profile whose models are barely trained
     require_stage2_lead: bool = True
+    eta: float = 1.0  # DDIM noise: 1 the release's sampler, 0 deterministic DDIM
 
 
 @dataclass(frozen=True)

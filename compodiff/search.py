@@ -24,8 +24,9 @@ def masked_reference(image: np.ndarray, mask: np.ndarray | None, rng: np.random.
 def composed_search(pipe: CompoDiffPipeline, index: GalleryIndex, reference_images: list[np.ndarray],
                     texts: list[str], negative_texts: list[str] | None = None,
                     masks: list[np.ndarray | None] | None = None, k: int = 10, w_image: float = 1.5,
-                    w_text: float = 7.5, steps: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, gallery ids), each (Q, k)."""
+                    w_text: float = 7.5, steps: int = 10, seed: int = 0, eta: float = 1.0,
+                    mix_reference: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, gallery ids), each (Q, k); ``eta`` and ``mix_reference`` as in ``CompoDiffPipeline.compose``."""
     if pipe.encoder is None:
         raise ValueError("composed search needs the pipeline's CLIP encoder for the reference images")
     if len(reference_images) != len(texts):
@@ -37,7 +38,7 @@ def composed_search(pipe: CompoDiffPipeline, index: GalleryIndex, reference_imag
     size = pipe.denoiser.config.mask_size
     mask_maps = np.stack([np.zeros((size, size)) if m is None else _resize(m, size) for m in masks])
     target = pipe.compose(ref_emb, texts, negative_texts, mask_maps, w_image=w_image, w_text=w_text, steps=steps,
-                          seed=seed)
+                          seed=seed, eta=eta, mix_reference=mix_reference)
     return index.search(target.numpy(), k, pipe.encoder.model_id)
 
 

@@ -134,8 +134,11 @@ def cmd_search(args) -> int:
     enc = load_encoder(params.encoder.model, params.encoder.pretrained, root=root)
     pipe = CompoDiffPipeline(load_checkpoint(layout.stage_dir(args.stage) / "denoiser.safetensors"), enc)
     index = GalleryIndex.load(layout.faiss_index)
+    b = params.benchmark  # the sampling settings the benchmark was scored with, unless given
     scores, ids = composed_search(pipe, index, [ref], [args.text], [args.negative] if args.negative else None,
-                                  [mask], k=args.k, w_image=args.w_image, w_text=args.w_text, steps=args.steps)
+                                  [mask], k=args.k, w_image=b.w_image if args.w_image is None else args.w_image,
+                                  w_text=b.w_text if args.w_text is None else args.w_text,
+                                  steps=args.steps or b.steps, eta=b.eta, mix_reference=b.mix_reference)
     for rank, (s, g) in enumerate(zip(scores[0], ids[0]), 1):
         print(f"{rank:3d}  gallery {int(g):6d}  score {float(s):.4f}")
     if args.sheet:
@@ -213,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mask", help="mask image (white = the region the text is about)")
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--stage", default="stage2", choices=["stage1", "stage2"])
-    p.add_argument("--w-image", type=float, default=1.5)
-    p.add_argument("--w-text", type=float, default=7.5)
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--w-image", type=float, help="image guidance (default: benchmark.w_image of params)")
+    p.add_argument("--w-text", type=float, help="text guidance (default: benchmark.w_text of params)")
+    p.add_argument("--steps", type=int, help="DDIM steps (default: benchmark.steps of params)")
     p.add_argument("--sheet", help="write a contact sheet PNG of the results here")
     p.set_defaults(func=cmd_search)
     p = sub.add_parser("plan", help="dry run: resolve a profile, check its models and data, print the steps")

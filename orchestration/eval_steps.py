@@ -133,7 +133,7 @@ def compodiff_queries(pipe: CompoDiffPipeline, q: Queries, b, negative: bool, ma
     masks = q.masks * use_mask[:, None, None]
     return pipe.compose(ref, q.rows["instruction"], negatives, masks, w_image=b.w_image if w_image is None else w_image,
                         w_text=b.w_text if w_text is None else w_text, steps=steps or b.steps, seed=seed,
-                        mix_reference=b.mix_reference)
+                        eta=b.eta, mix_reference=b.mix_reference)
 
 
 def negated_share(q: Queries, retrieved: np.ndarray, k: int = 10) -> float:
