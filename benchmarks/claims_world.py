@@ -70,7 +70,8 @@ def bootstrap(diff: np.ndarray, seed: int, n: int = 2000) -> list[float]:
 
 
 def train(layout: Layout, spec, init: CompoDiffDenoiser, pairs, triplets, tokens) -> CompoDiffDenoiser:
-    model = copy.deepcopy(init)
+    model = copy.deepcopy(init).train()
+    model.requires_grad_(True)  # an EMA copy comes frozen
     with tempfile.TemporaryDirectory() as d:
         s = train_denoiser(model, spec, pairs, triplets, tokens, Path(d))
     return s["ema"].model
