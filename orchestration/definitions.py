@@ -154,7 +154,7 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
     llm_triplets = step_asset("llm_triplets", [llm_adapter, caption_pool], triplet_steps.llm_triplets_step,
                               "caption_triplets", "Caption triplets sampled from the fine-tuned LM, parsed, "
                               "validated and deduplicated.", pool="gpu")
-    caption_triplets = step_asset("caption_triplets", [keyword_triplets, llm_triplets, encoder],
+    caption_triplets = step_asset("caption_triplets", [keyword_triplets, llm_triplets, llm_adapter, encoder],
                                   triplet_steps.caption_triplets, "caption_triplets",
                                   "All caption triplets, merged and deduplicated, with statistics (Fig. 7).",
                                   artifact=lambda lay: lay.caption_triplets_metrics)
@@ -204,7 +204,7 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
         "seed, or Stable Diffusion with self-attention injection. N samples per triplet.",
         ("pairs", "failed", "seconds"), pool="gpu")
     filtered_triplets = step_asset(
-        "filtered_triplets", [image_pairs, encoder], pair_steps.filtered_triplets, "image_pairs",
+        "filtered_triplets", [image_pairs, caption_triplets, encoder], pair_steps.filtered_triplets, "image_pairs",
         "Pairs that clear the CLIP filter (paper 4.4), best k per triplet by sim_dir, every score kept.",
         artifact=lambda lay: lay.filter_metrics)
 
