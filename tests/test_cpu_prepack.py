@@ -28,8 +28,15 @@ def test_prepacked_sampling_equals_plain_and_keeps_the_state_dict():
     fast = CompoDiffPipeline(net, cpu_prepack=True)
     swapped = [m for m in net.modules() if isinstance(m, PrepackedLinear)]
     assert len(swapped) == sum(1 for m in compodiff.build_denoiser("tiny").modules() if type(m) is torch.nn.Linear)
-    torch.testing.assert_close(fast.compose_tokens(ref, text, null, steps=4, seed=2), want, rtol=1e-4, atol=1e-5)
+    # each reordered layer equals the plain one to float rounding; through 4 guided steps (w_T 7.5 amplifies
+    # the three branches' differences) the summation order of oneDNN's kernel shows: 7.3e-5 on AMD EPYC
+    torch.testing.assert_close(fast.compose_tokens(ref, text, null, steps=4, seed=2), want, rtol=1e-3, atol=2e-4)
     assert sum(m._packed is not None for m in swapped) >= 7 * net.config.depth  # the reordered path ran
+    x = torch.randn(6, swapped[0].in_features)  # 6 rows: a batch-1 guided step, the packed path
+    with torch.no_grad():
+        torch.testing.assert_close(swapped[0](x), torch.nn.functional.linear(x, swapped[0].weight, swapped[0].bias),
+                                   rtol=1e-5, atol=1e-6)
+    assert swapped[0]._packed is not None
     assert net.state_dict().keys() == keys.keys()
     assert all(torch.equal(net.state_dict()[k], v) for k, v in keys.items())
 
