@@ -46,11 +46,10 @@ from compodiff.evaluation import sum_query  # noqa: E402
 from compodiff.objectives import TripletFeatures  # noqa: E402
 from compodiff.pipeline import CompoDiffPipeline  # noqa: E402
 from compodiff.training import TextTokens, train_denoiser  # noqa: E402
+from datagen.world.truth import BENCHMARK_KINDS  # noqa: E402
 from orchestration.eval_steps import Queries, compodiff_queries, negated_share  # noqa: E402
 from orchestration.layout import Layout  # noqa: E402
 from orchestration.train_steps import _spec, load_pair_features, load_triplet_features  # noqa: E402
-
-EDIT_KINDS = ("replace", "colour", "add", "remove", "background", "size", "combined")
 
 
 def per_query_ap(q: Queries, emb: torch.Tensor, k: int = 10) -> np.ndarray:
@@ -167,7 +166,7 @@ def one_seed(layout: Layout, q: Queries, seed: int, sampling_seeds: list[int], l
                                          if v > max(out["methods"][x]["per_type"][k] for x in baselines))}
     kinds = np.array(q.kinds)
     out["instruction_gain"] = {k: float((aps["stage2"] - aps["stage2 empty instruction"])[kinds == k].mean())
-                               for k in EDIT_KINDS if (kinds == k).any()}
+                               for k in BENCHMARK_KINDS if (kinds == k).any()}
     return out
 
 
