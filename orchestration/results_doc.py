@@ -26,6 +26,11 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
         ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows] + [""]
 
 
+def lead_sentence(checks: dict) -> str:
+    lead = "leads" if checks["stage2_beats_baselines"] else "does not lead"
+    return f"Best baseline: {checks.get('best_baseline', '?')} at {checks['best_baseline_mAP@10']:.2f}; stage 2 {lead}."
+
+
 def benchmark_section(bench: dict | None, checks: dict | None) -> list[str]:
     out = ["## World benchmark (the default run)", ""]
     if bench is None:
@@ -35,9 +40,8 @@ def benchmark_section(bench: dict | None, checks: dict | None) -> list[str]:
     out += ["mAP@10 (%), overall and per query type; from `metrics/benchmark.json`.", ""]
     out += _table(["method", "all", *kinds], rows)
     if checks:
-        out += [f"Best baseline: {checks.get('best_baseline', '?')} at {checks['best_baseline_mAP@10']:.2f}; "
-                f"stage 2 {'leads' if checks['stage2_beats_baselines'] else 'does not lead'}. Negated object in "
-                f"the top 10: {checks['negative_text']['share_with']:.3f} with the negative text, "
+        out += [f"{lead_sentence(checks)} Negated object in the top 10: "
+                f"{checks['negative_text']['share_with']:.3f} with the negative text, "
                 f"{checks['negative_text']['share_without']:.3f} without.", ""]
     return out
 
@@ -133,9 +137,7 @@ def headline(bench: dict | None, checks: dict | None) -> list[str]:
     rows = sorted(((m, v["mAP@10"]) for m, v in bench.items()), key=lambda r: -r[1])
     out = _table(["method", "mAP@10"], [list(r) for r in rows])
     if checks:
-        lead = "leads" if checks["stage2_beats_baselines"] else "does not lead"
-        out.append(f"Best baseline: {checks.get('best_baseline', '?')} at {checks['best_baseline_mAP@10']:.2f}; "
-                   f"stage 2 {lead}.")
+        out.append(lead_sentence(checks))
     return out
 
 
