@@ -90,6 +90,8 @@ def apply_filter(scores: dict[str, np.ndarray], triplet_ids: list[str], cfg: Cli
     n = len(triplet_ids)
     valid = np.ones(n, dtype=bool) if valid is None else valid.astype(bool)
     thresholds = thresholds_of(cfg)
+    for m in cfg.per_method:  # a misspelt score is an error even where that method has no pair here
+        thresholds_of(cfg, m)
     limit = {name: np.full(n, t, dtype=np.float64) for name, t in thresholds.items()}
     per_method = {}
     if methods is not None:

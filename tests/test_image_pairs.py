@@ -177,6 +177,8 @@ def test_per_method_thresholds_replace_the_shared_ones_for_that_method_only():
     bad = ClipFilterConfig(**{**CFG.__dict__, "per_method": {"llm": {"sim_imgae": 0.5}}})
     with pytest.raises(ValueError, match=r"clip_filter.per_method.llm: unknown score\(s\) \['sim_imgae'\]"):
         apply_filter(s, ["a", "b", "c", "d"], bad, methods=methods)
+    with pytest.raises(ValueError, match=r"clip_filter.per_method.llm: unknown score"):
+        apply_filter({k: v[[0, 2]] for k, v in s.items()}, ["a", "c"], bad, methods=["keyword", "keyword"])  # no LLM pair
 
 
 def test_llm_share_gives_llm_triplets_their_part_of_each_shards_budget(tmp_path):
