@@ -178,7 +178,8 @@ def test_per_method_thresholds_replace_the_shared_ones_for_that_method_only():
     with pytest.raises(ValueError, match=r"clip_filter.per_method.llm: unknown score\(s\) \['sim_imgae'\]"):
         apply_filter(s, ["a", "b", "c", "d"], bad, methods=methods)
     with pytest.raises(ValueError, match=r"clip_filter.per_method.llm: unknown score"):
-        apply_filter({k: v[[0, 2]] for k, v in s.items()}, ["a", "c"], bad, methods=["keyword", "keyword"])  # no LLM pair
+        apply_filter({k: v[[0, 2]] for k, v in s.items()}, ["a", "c"], bad,
+                     methods=["keyword", "keyword"])  # no LLM pair in the batch
 
 
 def test_llm_share_gives_llm_triplets_their_part_of_each_shards_budget(tmp_path):
