@@ -12,9 +12,11 @@ if ! command -v uv >/dev/null 2>&1; then
 fi
 UV="$(command -v uv || echo "$PY -m uv")"
 [ -x .venv/bin/python ] || $UV venv -q .venv --python "$PY"
-VIRTUAL_ENV="$PWD/.venv" $UV pip install -q -e ".[test]"
+# Pinned by the lock files; after a change of pyproject's dependencies, relock with
+#   uv pip compile pyproject.toml --extra test --python-version 3.11 --no-header -o requirements.lock
+VIRTUAL_ENV="$PWD/.venv" $UV pip install -q -e ".[test]" -c requirements.lock
 [ -x .venv-dvc/bin/python ] || $UV venv -q .venv-dvc --python "$PY"
-VIRTUAL_ENV="$PWD/.venv-dvc" $UV pip install -q "dvc>=3.50,<4"
+VIRTUAL_ENV="$PWD/.venv-dvc" $UV pip install -q -r requirements-dvc.lock
 ln -sf "$PWD/.venv-dvc/bin/dvc" .venv/bin/dvc
 # Byte-compile once: with PYTHONDONTWRITEBYTECODE set, every process (each DVC stage, each Dagster
 # step) would otherwise recompile torch, spaCy and open_clip from source (measured: 29 s -> 10 s).

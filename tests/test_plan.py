@@ -27,7 +27,7 @@ def test_paper_profiles_name_every_model(name):
 def test_plan_checks_paths_and_prints_the_steps():
     out = subprocess.run([sys.executable, "-m", "orchestration.cli", "plan", "--profile", "paper-vitl-t5"], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
-    assert out.returncode == 1, out.stderr[-2000:]  # the datasets are not on this machine
+    assert out.returncode == 1, out.stderr[-2000:]  # the datasets are not present
     assert "MISSING" in out.stdout and "/datasets/cirr" in out.stdout and "google/t5-v1_1-xl" in out.stdout
     assert "stage2" in out.stdout and "[128 shards]" in out.stdout
     tiny = subprocess.run([sys.executable, "-m", "orchestration.cli", "plan", "--profile", "tiny"], cwd=ROOT,

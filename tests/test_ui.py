@@ -118,7 +118,7 @@ def test_asset_graph_materialize_from_the_ui_and_see_the_mlflow_run(tmp_path):
             exp = client.get_experiment_by_name("compodiff")
             run = client.search_runs([exp.experiment_id], "tags.`dagster.asset` = 'world_benchmark'")[0]
             page.goto(f"http://127.0.0.1:{mlflow_port}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}",
-                      wait_until="networkidle")
+                      wait_until="load", timeout=90_000)  # the MLflow page keeps polling: it never goes network-idle
             expect(page.get_by_text("world_benchmark").first).to_be_visible(timeout=60_000)
             page.wait_for_timeout(1500)
             page.screenshot(path=str(shots / "mlflow_run.png"))

@@ -1,0 +1,60 @@
+"""The house rules that a reader sees: the project speaks only of itself, its licence and its lock."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Words that narrate the work (sessions, rounds, the author's machine) rather than describe the project.
+NARRATION = re.compile(r"\bsessions? [0-9]+|next session|this machine|next round|work rounds?|\bround [0-9]+\b|"
+                       r"next time", re.IGNORECASE)
+SWEEP_TAG = re.compile(r"\bEXP\b")
+
+
+def tracked_text_files() -> list[Path]:
+    names = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    return [ROOT / n for n in names if (ROOT / n).suffix in {".py", ".md", ".yaml", ".yml", ".toml", ".sh", ".txt", ""}
+            and (ROOT / n).is_file() and n != "tests/test_house.py"]
+
+
+def test_tracked_files_speak_only_of_the_project():
+    hits = []
+    for path in tracked_text_files():
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        for i, line in enumerate(text.splitlines(), 1):
+            if NARRATION.search(line) or SWEEP_TAG.search(line):
+                hits.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()[:100]}")
+    assert not hits, "tracked lines narrate the work instead of the project:\n" + "\n".join(hits)
+
+
+def test_narration_pattern_catches_what_it_is_for():
+    for line in ("as measured in session 12", "the next round should", "on this machine it took", "EXP 4 table"):
+        assert NARRATION.search(line) or SWEEP_TAG.search(line), line
+    for line in ("a round trip through DVC", "np.exp(x)", "dvc exp run", "the machine's speed"):
+        assert not (NARRATION.search(line) or SWEEP_TAG.search(line)), line
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_the_lock_pins_every_dependency_that_set_up_installs():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]}
+    pinned = {_name(line) for line in (ROOT / "requirements.lock").read_text().splitlines()
+              if line and not line.startswith(" ") and not line.startswith("#")}
+    assert wanted <= pinned, f"requirements.lock lacks {sorted(wanted - pinned)}: relock (see setup.sh)"
+    dvc = (ROOT / "requirements-dvc.lock").read_text()
+    assert re.search(r"^dvc==3\.", dvc, re.MULTILINE), "requirements-dvc.lock must pin dvc 3"
+
+
+def test_licence_file_is_the_one_pyproject_names():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"]["text"] == "Apache-2.0"
+    assert "Apache License" in (ROOT / "LICENSE").read_text() and "Version 2.0" in (ROOT / "LICENSE").read_text()
