@@ -174,6 +174,13 @@ def cmd_lifecycle(args) -> int:
         print(f"!! {err}", file=sys.stderr)
         return 1
     print(f"\nLifecycle finished in {time.perf_counter() - t_all:.0f}s.")
+    from orchestration.dvc_record import DvcRecordError, record_in_dvc
+
+    try:
+        print(f"DVC: {record_in_dvc(root, args.select.split(',') if args.select else None)}")
+    except DvcRecordError as err:
+        print(f"!! {err}", file=sys.stderr)
+        return 1
     _print_headline(root)
     return 0
 

@@ -215,7 +215,7 @@ def dvc_project(tmp_path) -> tuple[Path, dict]:
     run(["git", "init", "-q"], root, env)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], root, env)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], root, env)
-    run([str(DVC), "init", "-q"], root, env)
+    assert (root / ".dvc" / "config").is_file(), "a clone is a DVC repository: .dvc/config is tracked"
     return root, env
 
 
@@ -255,7 +255,9 @@ def test_dvc_repro_exp_run_metrics_diff_push_and_pull(tmp_path):
     assert re.search(r'"steps":\s*6', run([str(DVC), "exp", "show", "--json"], root, env))
     assert "combiner.steps" in run([str(DVC), "params", "diff", "HEAD"], root, env)
     # push to a local remote, lose the outputs, pull them back
-    run([str(DVC), "remote", "add", "-d", "local", str(tmp_path / "remote")], root, env)
+    # the tracked default remote is a folder in the project; a user points it elsewhere in config.local
+    assert "storage" in run([str(DVC), "remote", "list"], root, env)
+    run([str(DVC), "remote", "modify", "--local", "storage", "url", str(tmp_path / "remote")], root, env)
     run([str(DVC), "push", "-q"], root, env)
     weights = root / "data" / "stage2" / "denoiser.safetensors"
     before = weights.read_bytes()
@@ -263,6 +265,7 @@ def test_dvc_repro_exp_run_metrics_diff_push_and_pull(tmp_path):
     shutil.rmtree(root / "data" / "encoder")
     shutil.rmtree(root / ".dvc" / "cache")  # only the remote holds them now
     run([str(DVC), "pull", "-q"], root, env)
+    assert any((tmp_path / "remote").rglob("*")) and not (root / ".dvc-storage").exists()
     assert weights.read_bytes() == before
     assert (root / "data" / "encoder" / "open_clip_model.safetensors").is_file()
     assert "up to date" in run([str(DVC), "status"], root, env).lower()
