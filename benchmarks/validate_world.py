@@ -42,6 +42,31 @@ def validation_layout(root: Path, seed_offset: int = VALIDATION_SEED_OFFSET) -> 
     return val
 
 
+def kind_balance_runs(run: Layout, q, balances: list[float], score) -> dict:
+    """Stage 2 trained again from the run's stage 1 for each kind balance; scored with the params' sampling."""
+    from claims_world import train
+
+    from compodiff.objectives import kind_balance_weights
+    from compodiff.training import TextTokens
+    from orchestration.train_steps import _spec, load_pair_features, load_triplet_features
+
+    enc, b = q.enc, run.params.benchmark
+    pairs = load_pair_features(run, enc.embed_dim)
+    base = load_triplet_features(run, enc.embed_dim)
+    if base.kind is None:
+        raise SystemExit(f"{run.triplet_features} has no edit kinds: rerun triplet_features first")
+    tokens = TextTokens(lambda texts: enc.text_tokens(texts)[0], run.params.training.text_cache)
+    stage1 = load_checkpoint(run.stage_dir("stage1") / "denoiser.safetensors")
+    out = {}
+    for balance in balances:
+        trip = replace(base, weight=kind_balance_weights(base.kind, balance))
+        model = train(run, replace(_spec(run, "stage2"), checkpoint_every=10**9), stage1, pairs, trip, tokens)
+        emb = eval_steps.compodiff_queries(CompoDiffPipeline(model, enc), q, b, True, True)
+        out[f"{balance:g}"] = {**score(emb), "kind_shares": trip.kind_shares()}
+        print(f"kind_balance {balance:g}: mAP@10 {out[f'{balance:g}']['mAP@10']:.2f}", flush=True)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=".")
@@ -49,6 +74,8 @@ def main() -> int:
     ap.add_argument("--w-image", type=float, nargs="+")
     ap.add_argument("--steps", type=int, nargs="+")
     ap.add_argument("--mix-reference", type=float, nargs="+")
+    ap.add_argument("--kind-balance", type=float, nargs="+",
+                    help="retrain stage 2 from the run's stage 1 with each training.stage2.kind_balance")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -81,6 +108,8 @@ def main() -> int:
                                                        w_image=wi, w_text=wt)
                     grid[f"w_text {wt:g} w_image {wi:g} steps {steps} mix_reference {mix:g}"] = score(emb)
     out["stage2"] = grid
+    if args.kind_balance:
+        out["stage2_kind_balance"] = kind_balance_runs(run, q, args.kind_balance, score)
     report(out, args.out)
     return 0
 

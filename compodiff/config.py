@@ -216,6 +216,9 @@ class StageConfig:
     lr: float
     warmup_steps: int
     mix: tuple[float, float, float]  # Eq. (1) / Eq. (2) / Eq. (3) shares (stage 1: 1, 0, 0)
+    # triplets drawn with weight count(edit kind)^-kind_balance: 0 uniform, 1 every kind equally often;
+    # needs the triplets' edit kinds (the world's ground truth), else uniform
+    kind_balance: float = 0.0
 
 
 @dataclass(frozen=True)

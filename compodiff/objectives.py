@@ -44,9 +44,34 @@ class TripletFeatures:
     target: torch.Tensor  # (M, D)
     instruction: list[str]
     reversed_instruction: list[str]
+    weight: torch.Tensor | None = None  # (M,) sampling weights (kind_balance_weights); None: uniform
+    kind: list[str] | None = None  # each triplet's edit kind, where the data knows it
+
+    def kind_shares(self) -> dict[str, float]:
+        """The share of the drawn triplets that each edit kind is expected to take under the weights."""
+        if self.kind is None:
+            return {}
+        w = self.weight if self.weight is not None else torch.ones(len(self.kind), dtype=torch.float64)
+        total = float(w.sum())
+        shares: dict[str, float] = {}
+        for k, x in zip(self.kind, w.tolist()):
+            shares[k] = shares.get(k, 0.0) + x / total
+        return dict(sorted(shares.items()))
 
     def __len__(self) -> int:
         return self.reference.shape[0]
+
+
+def kind_balance_weights(kinds: list[str], balance: float) -> torch.Tensor | None:
+    """Per-triplet sampling weights count(kind)^-balance, so rare edit kinds are drawn more often.
+
+    None (uniform) for a balance of 0 or when every triplet has one kind; negative balances are errors."""
+    if balance < 0:
+        raise ValueError(f"kind_balance {balance} must be >= 0")
+    if balance == 0 or len(set(kinds)) <= 1:
+        return None
+    _, inverse, counts = np.unique(np.asarray(kinds), return_inverse=True, return_counts=True)
+    return torch.from_numpy(counts[inverse].astype(np.float64) ** -balance)
 
 
 @dataclass
@@ -81,7 +106,10 @@ def make_batch(step: int, seed: int, batch_size: int, mix: tuple[float, float, f
     n_pairs = len(pairs) if pairs is not None else 1
     n_trip = len(triplets) if triplets is not None else 1
     pair_idx = torch.randint(0, n_pairs, (batch_size,), generator=g)
-    trip_idx = torch.randint(0, n_trip, (batch_size,), generator=g)
+    if triplets is not None and triplets.weight is not None:
+        trip_idx = torch.multinomial(triplets.weight, batch_size, replacement=True, generator=g)
+    else:
+        trip_idx = torch.randint(0, n_trip, (batch_size,), generator=g)
     drop_text = torch.rand(batch_size, generator=g) < dropout
     drop_image = torch.rand(batch_size, generator=g) < dropout
     dim = (pairs.image if pairs is not None else triplets.reference).shape[1]

@@ -103,7 +103,7 @@ def triplet_features(layout: Layout, log: Log = print) -> dict:
         raise FileNotFoundError(f"triplet_features needs filtered_triplets first; missing: {src}")
     t0 = time.perf_counter()
     t = read_shard(src, ["id", "triplet_id", "instruction", "method", "template_id", "source_keyword",
-                         "target_keyword", "reference_png", "target_png"]).to_pydict()
+                         "target_keyword", "edit_kind", "reference_png", "target_png"]).to_pydict()
     if not t["id"]:
         raise ValueError(f"{src} holds no pairs: the CLIP filter kept nothing, so there is nothing to train on")
     enc = load_encoder(p.encoder.model, p.encoder.pretrained, root=layout.root)
@@ -120,6 +120,7 @@ def triplet_features(layout: Layout, log: Log = print) -> dict:
                 "count": len(t["id"]), "seconds": time.perf_counter() - t0}
     save_features(layout.triplet_features, {"reference": ref, "target": tgt},
                   {"id": t["id"], "triplet_id": t["triplet_id"], "instruction": t["instruction"],
-                   "reversed_instruction": reverse, "method": t["method"]}, manifest)
+                   "reversed_instruction": reverse, "method": t["method"],
+                   "edit_kind": [k or "unknown" for k in t["edit_kind"]]}, manifest)  # unknown: no world truth
     log(f"triplet_features: {len(t['id'])} triplets, dim {ref.shape[1]} ({manifest['seconds']:.1f}s)")
     return manifest

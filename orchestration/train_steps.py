@@ -20,7 +20,7 @@ from compodiff.config import ConfigError
 from compodiff.denoiser import CompoDiffDenoiser, preset
 from compodiff.encoders import load_encoder
 from compodiff.feature_store import load_features
-from compodiff.objectives import PairFeatures, TripletFeatures
+from compodiff.objectives import PairFeatures, TripletFeatures, kind_balance_weights
 from compodiff.training import TextTokens, TrainSpec, distributed, train_denoiser
 from orchestration.cores import use_cores
 from orchestration.layout import Layout
@@ -46,8 +46,14 @@ def load_pair_features(layout: Layout, dim: int) -> PairFeatures:
 def load_triplet_features(layout: Layout, dim: int) -> TripletFeatures:
     arrays, texts, _ = load_features(layout.triplet_features, dim, layout.params.encoder.model,
                                      ("reference", "target"))
+    balance = layout.params.training.stage2.kind_balance
+    if balance and "edit_kind" not in texts:
+        raise ConfigError(f"training.stage2.kind_balance {balance} needs the triplets' edit kinds, which "
+                          f"{layout.triplet_features} lacks (written by an older triplet_features): rerun it")
     return TripletFeatures(torch.from_numpy(arrays["reference"]), torch.from_numpy(arrays["target"]),
-                           texts["instruction"], texts["reversed_instruction"])
+                           texts["instruction"], texts["reversed_instruction"],
+                           kind_balance_weights(texts["edit_kind"], balance) if balance else None,
+                           texts.get("edit_kind"))
 
 
 def _spec(layout: Layout, stage: str) -> TrainSpec:
@@ -95,7 +101,9 @@ def train_stage(layout: Layout, stage: str, log: Log = print, on_metrics: Metric
     # Outside the output, so a killed run resumes; keyed by every setting, the step count included
     # (the learning-rate schedule spans the whole run), so a run with other settings starts afresh.
     key = json.dumps({**asdict(spec), "denoiser": cfg.to_dict(), "encoder": p.encoder.model,
-                      "data": _data_digest(layout, stage)}, sort_keys=True)
+                      "data": _data_digest(layout, stage),
+                      **({"kind_balance": getattr(p.training, stage).kind_balance} if triplets else {})},
+                     sort_keys=True)
     state_dir = layout.data / "train_state" / f"{stage}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
     def progress(step: int, m: dict) -> None:
@@ -107,6 +115,8 @@ def train_stage(layout: Layout, stage: str, log: Log = print, on_metrics: Metric
     ema = summary.pop("ema")
     summary.update({"pairs": len(pairs) if pairs else 0, "triplets": len(triplets) if triplets else 0,
                     "denoiser": p.training.denoiser, "parameters": sum(x.numel() for x in model.parameters())})
+    if triplets is not None and triplets.kind is not None:  # the coverage's last stage: what training draws
+        summary["triplet_kind_share"] = triplets.kind_shares()
     if rank == 0:
         out = layout.stage_dir(stage)
         out.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from compodiff.denoiser import CompoDiffDenoiser, preset
-from compodiff.objectives import EQ2, EQ3, PairFeatures, TripletFeatures, make_batch
+from compodiff.objectives import EQ2, EQ3, PairFeatures, TripletFeatures, kind_balance_weights, make_batch
 from compodiff.training import TrainingDiverged, TrainSpec, train_denoiser
 
 CFG = preset("tiny")
@@ -69,6 +69,23 @@ def test_bidirectional_rows_swap_reference_and_target_with_weight_alpha():
     assert b.x0.shape[0] == 400 and torch.allclose(b.weight[200:], torch.full((200,), 0.5))
     assert torch.equal(b.x0[200:], b.image[:200]) and torch.equal(b.image[200:], b.x0[:200])
     assert all(r.startswith("undo: ") for r in b.texts[200:])
+
+
+def test_kind_balance_draws_rare_edit_kinds_as_often_as_common_ones():
+    pairs, trip = data(n=100)
+    kinds = ["replace"] * 90 + ["colour"] * 10
+    assert kind_balance_weights(kinds, 0.0) is None and kind_balance_weights(["x"] * 5, 1.0) is None
+    with pytest.raises(ValueError, match="kind_balance"):
+        kind_balance_weights(kinds, -1.0)
+    rows = {}
+    for balance in (0.0, 0.5, 1.0):
+        trip.weight = kind_balance_weights(kinds, balance)
+        b = make_batch(0, 0, 20000, (0.0, 0.0, 1.0), pairs, trip, CFG.timesteps, 0.0, S)
+        # a triplet is known by its reference row: rows 90.. are the colour edits
+        picked = (b.image[:, None, :] == trip.reference[None]).all(-1).float().argmax(1)
+        rows[balance] = float((picked >= 90).float().mean())
+    # uniform: 10%; count^-0.5: 10/sqrt(10) vs 90/sqrt(90), 25%; count^-1: one half
+    assert abs(rows[0.0] - 0.10) < 0.01 and abs(rows[0.5] - 0.25) < 0.015 and abs(rows[1.0] - 0.5) < 0.015
 
 
 def test_training_lowers_the_loss(tmp_path):
