@@ -21,11 +21,12 @@ from safetensors.torch import load_file, save_file
 
 from compodiff.atomic import atomic_path
 from compodiff.denoiser import CompoDiffDenoiser, DenoiserConfig
+from compodiff.errors import InputError
 
 CONFIG_KEY = "compodiff.denoiser_config"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     pass
 
 

@@ -12,8 +12,10 @@ import types
 import typing
 from typing import Any
 
+from compodiff.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     pass
 
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from compodiff.atomic import atomic_path
+from compodiff.errors import InputError
 
 
-class FeatureError(ValueError):
+class FeatureError(InputError):
     pass
 
 

@@ -18,9 +18,10 @@ import faiss
 import numpy as np
 
 from compodiff.atomic import atomic_path
+from compodiff.errors import InputError
 
 
-class IndexError_(ValueError):  # noqa: N801 - not the builtin IndexError (a lookup failure)
+class IndexError_(InputError):  # noqa: N801 - not the builtin IndexError (a lookup failure)
     pass
 
 

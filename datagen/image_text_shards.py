@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from compodiff.atomic import write_json
+from compodiff.errors import InputError
 from datagen.shards import encode_png, is_complete, write_shard
 
 SOURCE_EXTS = ("tar", "parquet")  # one source file per shard: <shard>.tar or <shard>.parquet
@@ -32,7 +33,7 @@ IMAGE_COLUMNS = ("jpg", "png", "webp", "image")
 CAPTION_COLUMNS = ("caption", "txt")
 
 
-class SourceError(ValueError):
+class SourceError(InputError):
     """The source shard itself is unusable (missing, unreadable, no image or caption column)."""
 
 

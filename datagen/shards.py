@@ -18,11 +18,12 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from compodiff.atomic import atomic_path
+from compodiff.errors import InputError
 
 MANIFEST_KEY = b"compodiff.manifest"
 
 
-class ShardError(ValueError):
+class ShardError(InputError):
     pass
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from compodiff.config import ConfigError, load_params
 from compodiff.config_schema import flatten
+from compodiff.errors import InputError
 
 # step name -> (module in orchestration, function); the sharded ones take --shard
 SHARDED = {"world_pairs": ("steps", "world_pairs"), "keyword_triplets": ("triplet_steps", "keyword_triplets_shard"),
@@ -40,7 +41,20 @@ TRAINING = {"encoder": ("steps", "encoder"), "stage1": ("train_steps", "stage1")
 
 
 def _root() -> Path:
-    return Path(os.environ.get("COMPODIFF_ROOT") or os.getcwd()).resolve()
+    """The project the command is run in (the nearest folder up with params.yaml and dvc.yaml), else
+    $COMPODIFF_ROOT, else the working folder."""
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params.yaml").is_file() and (folder / "dvc.yaml").is_file():
+            return folder
+    return Path(os.environ.get("COMPODIFF_ROOT") or here).resolve()
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
 
 
 def cmd_profile(args) -> int:
@@ -125,6 +139,9 @@ def cmd_search(args) -> int:
             raise FileNotFoundError(f"reference image not found: {args.image}")
         ref = np.asarray(Image.open(args.image).convert("RGB"))
     else:
+        if not 0 <= args.gallery_item < len(gallery):
+            raise ConfigError(f"--gallery-item {args.gallery_item} is out of range: the gallery has "
+                              f"{len(gallery)} images (0 .. {len(gallery) - 1})")
         ref = decode_png(gallery[args.gallery_item])
     mask = None
     if args.mask:
@@ -164,10 +181,13 @@ def cmd_lifecycle(args) -> int:
     from orchestration import definitions as d
     from orchestration.lifecycle import SIDE_LANE, StepFailed, materialize_all
 
+    select = set(args.select.split(",")) if args.select else None
+    known = {a.key.to_user_string() for a in d.project.assets}
+    if select and select - known:
+        raise ConfigError(f"--select: no asset(s) {sorted(select - known)}; assets: {', '.join(sorted(known))}")
     t_all = time.perf_counter()
     try:
-        materialize_all(d.project, dg.DagsterInstance.get(),
-                        set(args.select.split(",")) if args.select else None,
+        materialize_all(d.project, dg.DagsterInstance.get(), select,
                         log=lambda m: print(m, flush=True), log_level="INFO" if args.verbose else "WARNING",
                         side_lane=() if args.serial else SIDE_LANE)
     except StepFailed as err:
@@ -221,11 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gallery-item", type=int, default=0, help="use this gallery image as the reference")
     p.add_argument("--negative", help="negative text (replaces the null text in guidance)")
     p.add_argument("--mask", help="mask image (white = the region the text is about)")
-    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--k", type=_positive, default=8, help="how many results")
     p.add_argument("--stage", default="stage2", choices=["stage1", "stage2"])
     p.add_argument("--w-image", type=float, help="image guidance (default: benchmark.w_image of params)")
     p.add_argument("--w-text", type=float, help="text guidance (default: benchmark.w_text of params)")
-    p.add_argument("--steps", type=int, help="DDIM steps (default: benchmark.steps of params)")
+    p.add_argument("--steps", type=_positive, help="DDIM steps (default: benchmark.steps of params)")
     p.add_argument("--sheet", help="write a contact sheet PNG of the results here")
     p.set_defaults(func=cmd_search)
     p = sub.add_parser("plan", help="dry run: resolve a profile, check its models and data, print the steps")
@@ -239,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (InputError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)  # a user's error: one line naming what and where
         return 2
 
 

@@ -304,6 +304,9 @@ def test_compodiff_search_prints_results_and_writes_a_contact_sheet(materialized
     from PIL import Image
 
     assert Image.open(root / "sheet.png").size[0] > 3 * 128
+    bad = subprocess.run([str(ROOT / ".venv" / "bin" / "compodiff"), "search", "--gallery-item", "999999", "--text",
+                          "x"], cwd=root, env=env_for(root), capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--gallery-item 999999 is out of range: the gallery has" in bad.stderr
 
 
 def test_real_benchmarks_run_on_the_world_export_in_their_official_formats(materialized):

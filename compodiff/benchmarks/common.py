@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from compodiff.errors import InputError
 
-class AnnotationError(ValueError):
+
+class AnnotationError(InputError):
     pass
 
 
