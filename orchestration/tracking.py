@@ -91,10 +91,16 @@ class MLflowTracking(dg.ConfigurableResource):
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "compodiff"
     root: str = "."
-    ui_url: str = "http://127.0.0.1:5000"
+    ui_url: str = "http://127.0.0.1:5000"  # where `mlflow ui` serves a file or sqlite store (README)
 
     def uri(self) -> str:
         return resolve_tracking_uri(self.tracking_uri, self.root)
+
+    def ui(self) -> str:
+        """The web UI of the store: the tracking server itself, else the `mlflow ui` beside the file store."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return self.tracking_uri.rstrip("/")
+        return self.ui_url.rstrip("/")
 
     def ensure_experiment(self) -> str:
         """Create the schema and the experiment exactly once, whatever runs in parallel."""
@@ -125,7 +131,7 @@ class MLflowTracking(dg.ConfigurableResource):
         name = f"{asset}[{partition}]" if partition else asset
         run = client.create_run(exp_id, run_name=name, tags=tags)
         run_id = run.info.run_id
-        handle = StepRun(client, run_id, f"{self.ui_url}/#/experiments/{exp_id}/runs/{run_id}")
+        handle = StepRun(client, run_id, f"{self.ui()}/#/experiments/{exp_id}/runs/{run_id}")
         status = "FAILED"
         monitor = None
         if system_metrics:

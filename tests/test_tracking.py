@@ -47,3 +47,11 @@ def test_failed_step_is_marked_failed(tmp_path):
     client = mlflow.MlflowClient(resolve_tracking_uri("sqlite:///mlflow.db", tmp_path))
     (run,) = client.search_runs([tracking.ensure_experiment()])
     assert run.info.status == "FAILED" and run.data.tags["dagster.asset"] == "encoder"
+
+
+def test_the_run_link_follows_the_tracking_uri(tmp_path):
+    server = MLflowTracking(tracking_uri="http://mlflow.internal:8080/", root=str(tmp_path))
+    assert server.ui() == "http://mlflow.internal:8080"
+    local = MLflowTracking(tracking_uri="sqlite:///mlflow.db", root=str(tmp_path), ui_url="http://127.0.0.1:5001")
+    with local.step_run("encoder", load_params(ROOT / "profiles" / "tiny.yaml")) as run:
+        assert run.url.startswith("http://127.0.0.1:5001/#/experiments/") and run.url.endswith(run.run_id)
