@@ -3,6 +3,7 @@ progress lines, numeric results as metadata)."""
 
 import dagster as dg
 
+from orchestration import registry
 from orchestration.cores import follow_cores
 from orchestration.resources import ProjectResource
 from orchestration.tracking import MLflowTracking
@@ -22,18 +23,18 @@ def _numbers(d: dict) -> dict:
     return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def step_asset(name: str, deps: list, fn, group: str, description: str, pool: str | None = None,
-               artifact=None, training: bool = False, register: tuple | None = None,
-               image=None) -> dg.AssetsDefinition:
-    """An unpartitioned asset that runs one step function inside its MLflow step run.
+def step_asset(params, name: str, deps: list, fn, group: str, description: str, artifact=None,
+               training: bool = False, register: tuple | None = None, image=None) -> dg.AssetsDefinition:
+    """An unpartitioned asset that runs one step function inside its MLflow step run; its pool and code
+    version (the step's code closure and the params it reads) come from the registry.
 
     ``artifact(layout)``: a file or folder logged to the run. ``training``: the step reports metrics
     per training step and the run samples system metrics. ``register = (model name, path(layout))``:
     that file becomes a new version of the registered model, aliased "latest-good" (the run got here,
     so its loss was finite). ``image(layout)``: a PNG shown in the asset's metadata."""
 
-    @dg.asset(name=name, deps=deps, group_name=group, description=description, pool=pool,
-              kinds={"pytorch"} if training else None)
+    @dg.asset(name=name, deps=deps, group_name=group, description=description, pool=registry.step(name).pool,
+              code_version=registry.version(name, params), kinds={"pytorch"} if training else None)
     def _asset(context: dg.AssetExecutionContext, project: ProjectResource,
                tracking: MLflowTracking) -> dg.MaterializeResult:
         layout = project.layout()
@@ -59,13 +60,14 @@ def step_asset(name: str, deps: list, fn, group: str, description: str, pool: st
     return _asset
 
 
-def sharded_asset(name: str, partitions, deps: list, run_shards, group: str, description: str,
-                  totals: tuple[str, ...], pool: str | None = None) -> dg.AssetsDefinition:
+def sharded_asset(params, name: str, partitions, deps: list, run_shards, group: str, description: str,
+                  totals: tuple[str, ...]) -> dg.AssetsDefinition:
     """A shard-partitioned asset: one run materializes any range of shards (single-run backfill);
     ``run_shards(layout, keys, log)`` returns one manifest per shard, ``totals`` are summed over them."""
 
     @dg.asset(name=name, partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run(), deps=deps,
-              group_name=group, description=description, kinds={"parquet"}, pool=pool)
+              group_name=group, description=description, kinds={"parquet"}, pool=registry.step(name).pool,
+              code_version=registry.version(name, params))
     def _asset(context: dg.AssetExecutionContext, project: ProjectResource,
                tracking: MLflowTracking) -> dg.MaterializeResult:
         layout = project.layout()

@@ -6,6 +6,7 @@
   compodiff plan [--profile N] dry run of a profile: models, datasets, steps, expected sizes
   compodiff profile NAME       switch profile: copy profiles/NAME.yaml over params.yaml
   compodiff docs               regenerate docs/results.md from metrics/ and benchmarks/results/
+  compodiff dvc-yaml           regenerate dvc.yaml from the step registry
 """
 
 from __future__ import annotations
@@ -22,22 +23,6 @@ from pathlib import Path
 from compodiff.config import ConfigError, load_params
 from compodiff.config_schema import flatten
 from compodiff.errors import InputError
-
-# step name -> (module in orchestration, function); the sharded ones take --shard
-SHARDED = {"world_pairs": ("steps", "world_pairs"), "keyword_triplets": ("triplet_steps", "keyword_triplets_shard"),
-           "image_pairs": ("pair_steps", "image_pairs_shard"), "pair_features": ("feature_steps", "pair_features"),
-           "real_benchmark": ("real_benchmark_steps", "real_benchmark")}
-SIMPLE = {"caption_pool": ("triplet_steps", "caption_pool"), "llm_adapter": ("triplet_steps", "llm_adapter"),
-          "llm_triplets": ("triplet_steps", "llm_triplets_step"),
-          "caption_triplets": ("triplet_steps", "caption_triplets"),
-          "filtered_triplets": ("pair_steps", "filtered_triplets"),
-          "triplet_features": ("feature_steps", "triplet_features"),
-          "world_benchmark": ("eval_steps", "world_benchmark"), "gallery_features": ("eval_steps", "gallery_features"),
-          "faiss_index": ("eval_steps", "faiss_index"), "benchmark_metrics": ("eval_steps", "benchmark_metrics"),
-          "ablations": ("ablation_steps", "ablations")}
-# steps that report metrics per training step
-TRAINING = {"encoder": ("steps", "encoder"), "stage1": ("train_steps", "stage1"), "stage2": ("train_steps", "stage2"),
-            "combiner": ("train_steps", "combiner")}
 
 
 def _root() -> Path:
@@ -73,30 +58,28 @@ def cmd_profile(args) -> int:
 def cmd_run(args) -> int:
     """One step, without Dagster: what `dvc repro` runs. Still tracked in MLflow."""
     import contextlib
-    import importlib
 
+    from orchestration import registry
     from orchestration.layout import Layout
     from orchestration.tracking import MLflowTracking
 
     root = _root()
     params = load_params(root / "params.yaml" if not os.environ.get("COMPODIFF_PARAMS") else None)
     layout = Layout(root, params)
-    if args.step not in {**SHARDED, **SIMPLE, **TRAINING}:
-        raise ConfigError(f"unknown step {args.step!r}; steps: " + ", ".join([*SHARDED, *SIMPLE, *TRAINING]))
-    if args.step in SHARDED and not args.shard:
+    step = registry.step(args.step)
+    if step.sharded and not args.shard:
         raise ConfigError(f"{args.step} needs --shard")
     tracking = MLflowTracking(tracking_uri=params.tracking.tracking_uri, experiment=params.tracking.experiment,
                               root=str(root))
     rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 records the run
     tracked = tracking.step_run(args.step, params, partition=args.shard or "", extra_tags={"orchestrator": "dvc"},
-                                system_metrics=args.step in TRAINING) if rank0 else contextlib.nullcontext()
+                                system_metrics=step.training) if rank0 else contextlib.nullcontext()
     with tracked as run:
-        module, name = ({**SHARDED, **SIMPLE, **TRAINING})[args.step]
-        fn = getattr(importlib.import_module(f"orchestration.{module}"), name)
-        if args.step in TRAINING:
+        fn = registry.function(step)
+        if step.training:
             result = fn(layout, on_metrics=(lambda s, m: run.log_metrics(m, step=s)) if run else None)
         else:
-            result = fn(layout, args.shard) if args.step in SHARDED else fn(layout)
+            result = fn(layout, args.shard) if step.sharded else fn(layout)
         if run:
             run.log_metrics(result)
     if rank0:
@@ -108,6 +91,13 @@ def cmd_docs(args) -> int:
     from orchestration.results_doc import write_results
 
     print(f"wrote {write_results(_root())}")
+    return 0
+
+
+def cmd_dvc_yaml(args) -> int:
+    from orchestration.dvc_yaml import write
+
+    print(f"wrote {write(_root())} from orchestration/registry.py")
     return 0
 
 
@@ -179,7 +169,8 @@ def cmd_lifecycle(args) -> int:
     import dagster as dg
 
     from orchestration import definitions as d
-    from orchestration.lifecycle import SIDE_LANE, StepFailed, materialize_all
+    from orchestration.lifecycle import StepFailed, materialize_all
+    from orchestration.registry import SIDE_LANE
 
     select = set(args.select.split(",")) if args.select else None
     known = {a.key.to_user_string() for a in d.project.assets}
@@ -253,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_plan)
     p = sub.add_parser("docs", help="regenerate docs/results.md from metrics/ and benchmarks/results/")
     p.set_defaults(func=cmd_docs)
+    p = sub.add_parser("dvc-yaml", help="regenerate dvc.yaml from the step registry")
+    p.set_defaults(func=cmd_dvc_yaml)
     p = sub.add_parser("profile", help="switch params.yaml to profiles/NAME.yaml")
     p.add_argument("name")
     p.set_defaults(func=cmd_profile)

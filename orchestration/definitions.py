@@ -9,6 +9,7 @@ so Dagster and DVC agree on where everything lives.
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,15 +21,17 @@ from datagen.shards import decode_png, read_shard
 from datagen.world.truth import BENCHMARK_KINDS
 from orchestration import (
     ablation_steps,
+    asset_factories,
     eval_steps,
     feature_steps,
     pair_steps,
     real_benchmark_steps,
+    registry,
     steps,
     train_steps,
     triplet_steps,
 )
-from orchestration.asset_factories import progress, sharded_asset, step_asset
+from orchestration.asset_factories import progress
 from orchestration.resources import DeviceResource, ProjectResource, project_root
 from orchestration.tracking import MLflowTracking
 
@@ -81,6 +84,9 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
     params = load_params(Path(params_file) if Path(params_file).is_absolute() else root / params_file)
     # The shard list of params.yaml is the partition set; DVC fans out over the same list.
     shards = dg.StaticPartitionsDefinition(list(params.world.shards))
+    # every asset's code version covers the params its step reads: bind them once
+    step_asset = partial(asset_factories.step_asset, params)
+    sharded_asset = partial(asset_factories.sharded_asset, params)
 
     world_pairs = sharded_asset(
         "world_pairs", shards, [], lambda lay, keys, log: steps.world_pairs_shards(lay, keys, log=log), "world",
@@ -107,7 +113,8 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
         group_name="world",
         description="The world's open_clip model, trained contrastively on world_pairs (stand-in for CLIP).",
         kinds={"pytorch"},
-        pool="gpu",
+        pool=registry.step("encoder").pool,
+        code_version=registry.version("encoder", params),
     )
     def encoder(context: dg.AssetExecutionContext, project: ProjectResource, tracking: MLflowTracking,
                 device: DeviceResource) -> dg.MaterializeResult:
@@ -150,10 +157,10 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
 
     llm_adapter = step_asset("llm_adapter", [caption_pool], triplet_steps.llm_adapter, "caption_triplets",
                              "A causal LM LoRA-fine-tuned on seed edits in the IP2P format (paper 4.2).",
-                             pool="gpu", artifact=lambda lay: lay.llm_dir / "manifest.json")
+                             artifact=lambda lay: lay.llm_dir / "manifest.json")
     llm_triplets = step_asset("llm_triplets", [llm_adapter, caption_pool], triplet_steps.llm_triplets_step,
                               "caption_triplets", "Caption triplets sampled from the fine-tuned LM, parsed, "
-                              "validated and deduplicated.", pool="gpu")
+                              "validated and deduplicated.")
     caption_triplets = step_asset("caption_triplets", [keyword_triplets, llm_triplets, llm_adapter, encoder],
                                   triplet_steps.caption_triplets, "caption_triplets",
                                   "All caption triplets, merged and deduplicated, with statistics (Fig. 7).",
@@ -202,7 +209,7 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
         lambda lay, keys, log: pair_steps.image_pairs_shards(lay, keys, log=log), "image_pairs",
         "Image pairs rendered from the caption triplets (paper 4.3): the world renderer with the reference's "
         "seed, or Stable Diffusion with self-attention injection. N samples per triplet.",
-        ("pairs", "failed", "seconds"), pool="gpu")
+        ("pairs", "failed", "seconds"))
     filtered_triplets = step_asset(
         "filtered_triplets", [image_pairs, caption_triplets, encoder], pair_steps.filtered_triplets, "image_pairs",
         "Pairs that clear the CLIP filter (paper 4.4), best k per triplet by sim_dir, every score kept.",
@@ -248,10 +255,10 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
         "pair_features", shards, [world_pairs, encoder],
         lambda lay, keys, log: feature_steps.pair_features_shards(lay, keys, log=log), "training",
         "CLIP image embeddings of the image-text pairs, with an Eq. (2) mask and masked-image embedding each.",
-        ("count", "seconds"), pool="gpu")
+        ("count", "seconds"))
     triplet_features = step_asset(
         "triplet_features", [filtered_triplets, encoder], feature_steps.triplet_features, "training",
-        "CLIP embeddings of the filtered triplets' reference and target images, with both instructions.", pool="gpu")
+        "CLIP embeddings of the filtered triplets' reference and target images, with both instructions.")
 
     @dg.asset_check(asset=pair_features, blocking=True, description="NaN-free features of the encoder's dimension.")
     def pair_features_valid(project: ProjectResource) -> dg.AssetCheckResult:
@@ -262,16 +269,16 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
         return _features_check(project.layout(), "triplets")
 
     stage1 = step_asset("stage1", [pair_features, encoder], train_steps.stage1, "training",
-                        "Stage 1 (Eq. 1): text -> image embedding on the image-text pairs.", pool="gpu",
+                        "Stage 1 (Eq. 1): text -> image embedding on the image-text pairs.",
                         artifact=lambda lay: lay.stage_dir("stage1") / "manifest.json", training=True,
                         register=("compodiff-stage1", lambda lay: lay.stage_dir("stage1") / "denoiser.safetensors"))
     stage2 = step_asset("stage2", [stage1, pair_features, triplet_features, encoder], train_steps.stage2, "training",
-                        "Stage 2: Eq. 1 / Eq. 2 / Eq. 3 mixed 30/30/40, from stage 1's EMA weights.", pool="gpu",
+                        "Stage 2: Eq. 1 / Eq. 2 / Eq. 3 mixed 30/30/40, from stage 1's EMA weights.",
                         artifact=lambda lay: lay.training_metrics, training=True,
                         register=("compodiff-stage2", lambda lay: lay.stage_dir("stage2") / "denoiser.safetensors"))
     combiner = step_asset("combiner", [triplet_features, encoder], train_steps.combiner, "training",
                           "The Combiner baseline (CLIP4Cir) on the same triplets, optional bi-directional loss.",
-                          pool="gpu", artifact=lambda lay: lay.combiner_metrics, training=True,
+                          artifact=lambda lay: lay.combiner_metrics, training=True,
                           register=("combiner", lambda lay: lay.stage_dir("combiner") / "combiner.safetensors"))
 
     def finite_loss(stage):
@@ -287,26 +294,26 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
                                  "The world benchmark: queries of nine types, several true targets each from the "
                                  "scene graphs, exported in the FashionIQ, CIRR, CIRCO and GeneCIS formats.")
     gallery_features = step_asset("gallery_features", [world_benchmark, encoder], eval_steps.gallery_features,
-                                  "evaluation", "CLIP embeddings of the benchmark gallery.", pool="gpu")
+                                  "evaluation", "CLIP embeddings of the benchmark gallery.")
     faiss_index = step_asset("faiss_index", [gallery_features], eval_steps.faiss_index, "evaluation",
                              "FAISS index of the gallery (flat, IVF-PQ or HNSW from params).")
     benchmark_metrics = step_asset(
         "benchmark_metrics", [world_benchmark, gallery_features, faiss_index, stage1, stage2, combiner],
         eval_steps.benchmark_metrics, "evaluation",
         "Every method on the world benchmark in one run (mAP@K, R@K, per query type), and the same queries "
-        "scored through the four official-format evaluators.", pool="gpu",
+        "scored through the four official-format evaluators.",
         artifact=lambda lay: lay.benchmark_metrics)
     ablations = step_asset(
         "ablations", [world_benchmark, gallery_features, faiss_index, stage1, stage2, pair_features, triplet_features],
         ablation_steps.ablations, "evaluation",
-        "Sampling steps, guidance sweep, triplet scale, stage-2 mixture and bi-directional alpha.", pool="gpu",
+        "Sampling steps, guidance sweep, triplet scale, stage-2 mixture and bi-directional alpha.",
         artifact=lambda lay: lay.plots, image=lambda lay: lay.plots / "ablations.png")
 
     real_benchmark = sharded_asset(
         "real_benchmark", dg.StaticPartitionsDefinition(list(real_benchmark_steps.REAL_BENCHMARKS)), [stage2, encoder],
         lambda lay, keys, log: [real_benchmark_steps.real_benchmark(lay, k, log) for k in keys], "evaluation",
         "Zero-shot FashionIQ, CIRR, CIRCO and GeneCIS from their local paths (sources.*), one partition each; "
-        "a benchmark without a configured path is recorded as not configured.", ("configured",), pool="gpu")
+        "a benchmark without a configured path is recorded as not configured.", ("configured",))
 
     @dg.asset_check(asset=faiss_index, blocking=True, description="The index holds the whole gallery.")
     def faiss_index_size(project: ProjectResource) -> dg.AssetCheckResult:

@@ -28,7 +28,6 @@ from orchestration.cores import CORES_ENV, cores
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
-SIDE_LANE = ("caption_pool", "llm_adapter", "llm_triplets", "world_benchmark")
 
 
 class StepFailed(RuntimeError):

@@ -20,9 +20,8 @@ from compodiff.encoders import load_encoder
 from compodiff.pipeline import CompoDiffPipeline
 from orchestration.cores import use_cores
 from orchestration.layout import Layout
+from orchestration.registry import REAL_BENCHMARKS
 from orchestration.steps import Log
-
-REAL_BENCHMARKS = ("fashioniq", "cirr", "circo", "genecis")
 
 
 def _images(paths: list[Path], enc) -> torch.Tensor:

@@ -18,12 +18,13 @@ from datagen.shards import decode_png, read_shard, write_shard
 from datagen.world.pairs import make_pairs, write_pairs_shard
 from orchestration.cores import cores, use_cores
 from orchestration.layout import Layout
+from orchestration.registry import REAL_BENCHMARKS
 
 Log = Callable[[str], None]
 
 
 def check_shard(layout: Layout, shard: str) -> None:
-    if shard in ("fashioniq", "cirr", "circo", "genecis"):  # real_benchmark's partitions
+    if shard in REAL_BENCHMARKS:
         return
     shards = layout.params.world.shards
     if shard not in shards:

@@ -18,6 +18,7 @@ import dagster as dg
 from filelock import FileLock
 
 from compodiff.config import Params
+from orchestration import registry
 
 PARAM_BATCH = 100  # MLflow accepts at most 100 params per log_batch call
 
@@ -140,7 +141,8 @@ class MLflowTracking(dg.ConfigurableResource):
             monitor = SystemMetricsMonitor(run_id, sampling_interval=2, tracking_uri=self.uri())
             monitor.start()
         try:
-            handle.log_params(params.flat())
+            flat = params.flat()
+            handle.log_params(registry.reads(registry.BY_NAME[asset], flat) if asset in registry.BY_NAME else flat)
             yield handle
             status = "FINISHED"
         finally:

@@ -27,10 +27,11 @@ def test_deploy_files_parse_and_name_the_gpu_pool():
     assert "postgres" in instance["storage"] and instance["run_coordinator"]["class"] == "QueuedRunCoordinator"
     for f in ("celery_executor.yaml", "k8s_executor.yaml"):
         assert "execution" in yaml.safe_load((ROOT / "deploy" / f).read_text())
-    gpu_assets = {"encoder", "llm_adapter", "llm_triplets", "image_pairs", "pair_features", "triplet_features",
-                  "stage1", "stage2", "combiner", "gallery_features", "benchmark_metrics", "ablations",
-                  "real_benchmark"}
     from orchestration.definitions import project
+    from orchestration.registry import BY_NAME
 
     pools = {a.key.to_user_string(): a.op.pool for a in project.assets}
-    assert {k for k, v in pools.items() if v == "gpu"} == gpu_assets
+    assert pools == {name: s.pool for name, s in BY_NAME.items()}  # the assets take their pools from the registry
+    gpu = {k for k, v in pools.items() if v == "gpu"}
+    assert {"encoder", "llm_adapter", "image_pairs", "stage1", "stage2", "benchmark_metrics"} <= gpu
+    assert not gpu & {"world_pairs", "caption_pool", "world_benchmark", "faiss_index"}  # CPU-only steps

@@ -58,3 +58,35 @@ def test_licence_file_is_the_one_pyproject_names():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["license"]["text"] == "Apache-2.0"
     assert "Apache License" in (ROOT / "LICENSE").read_text() and "Version 2.0" in (ROOT / "LICENSE").read_text()
+
+
+def test_dvc_yaml_is_the_registry_rendered():
+    from orchestration.dvc_yaml import render
+
+    assert (ROOT / "dvc.yaml").read_text() == render(), "dvc.yaml is stale: run `compodiff dvc-yaml`"
+
+
+def test_every_step_lists_the_code_it_imports():
+    """The bug this guards: a stage that misses a module it runs (stage2 without the denoiser) is not
+    rerun by `dvc repro` after that module changes."""
+    import yaml
+
+    from orchestration.code_deps import code_deps
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    stage2 = stages["stage2"]["deps"]
+    assert {"compodiff/denoiser.py", "compodiff/training.py", "compodiff/objectives.py"} <= set(stage2)
+    bench = stages["benchmark_metrics"]["deps"]
+    assert {"compodiff/pipeline.py", "compodiff/sampling.py", "compodiff/retrieval.py"} <= set(bench)
+    assert "datagen/data/keyword_templates.txt" in code_deps("orchestration.triplet_steps")
+    assert "orchestration/cli.py" not in code_deps("orchestration.eval_steps")
+
+
+def test_the_steps_are_declared_once():
+    from orchestration import registry
+    from orchestration.definitions import project
+
+    assets = {a.key.to_user_string() for a in project.assets}
+    assert assets == set(registry.BY_NAME)
+    for s in registry.STEPS:
+        assert callable(registry.function(s)), s.name
