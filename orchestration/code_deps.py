@@ -19,7 +19,8 @@ PACKAGES = ("compodiff", "datagen", "orchestration")
 MODULE_DATA = {"datagen/instructions.py": ("datagen/data/keyword_templates.txt",)}
 # the orchestration around a step (CLI, Dagster, MLflow) does not change what the step computes
 NOT_CODE = ("orchestration/cli.py", "orchestration/definitions.py", "orchestration/tracking.py",
-            "orchestration/asset_factories.py", "orchestration/resources.py", "orchestration/lifecycle.py")
+            "orchestration/asset_factories.py", "orchestration/resources.py", "orchestration/lifecycle.py",
+            "orchestration/registry.py", "orchestration/code_deps.py")
 
 
 def _module_file(name: str, root: Path) -> Path | None:

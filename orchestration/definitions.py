@@ -22,6 +22,7 @@ from datagen.world.truth import BENCHMARK_KINDS
 from orchestration import (
     ablation_steps,
     asset_factories,
+    encoder_steps,
     eval_steps,
     feature_steps,
     pair_steps,
@@ -121,7 +122,7 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
         layout = project.layout()
         device.resolve()
         with tracking.step_run("encoder", layout.params, context.run.run_id) as run:
-            metrics = steps.encoder(layout, log=progress(context),
+            metrics = encoder_steps.encoder(layout, log=progress(context),
                                     on_metrics=lambda s, m: run.log_metrics(m, step=s))
             run.log_metrics(metrics)
             run.log_artifact(layout.encoder_metrics)

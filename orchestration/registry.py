@@ -44,7 +44,7 @@ D, M = "${data_dir}", "${metrics_dir}"
 STEPS: tuple[Step, ...] = (
     Step("world_pairs", "steps", "world_pairs", (), (f"{D}/world_pairs/${{item}}.parquet",), ("seed", "world"),
          shards=SHARDS),
-    Step("encoder", "steps", "encoder", (f"{D}/world_pairs",), (f"{D}/encoder",), ("seed", "world", "encoder"),
+    Step("encoder", "encoder_steps", "encoder", (f"{D}/world_pairs",), (f"{D}/encoder",), ("seed", "world", "encoder"),
          metrics=(f"{M}/encoder.json",), training=True, pool="gpu"),
     Step("caption_pool", "triplet_steps", "caption_pool", (f"{D}/world_pairs",), (f"{D}/caption_pool",),
          ("world.shards", "caption_triplets.keyword.spacy", "caption_triplets.keyword.min_count"), side_lane=True),
