@@ -86,6 +86,10 @@ class StepRun:
         return str(version)
 
 
+# MLflow 3's UI opens an experiment without this tag in GenAI mode, listing runs as "evaluation runs"
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+
 class MLflowTracking(dg.ConfigurableResource):
     """One MLflow run per asset step, tagged with its Dagster lineage."""
 
@@ -112,9 +116,12 @@ class MLflowTracking(dg.ConfigurableResource):
             client = mlflow.MlflowClient(self.uri())
             exp = client.get_experiment_by_name(self.experiment)
             if exp is not None:
+                if exp.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:
+                    client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
                 return exp.experiment_id
             artifacts = (Path(self.root) / "mlartifacts").resolve()
-            return client.create_experiment(self.experiment, artifact_location=artifacts.as_uri())
+            return client.create_experiment(self.experiment, artifact_location=artifacts.as_uri(),
+                                            tags={EXPERIMENT_KIND: MODEL_TRAINING})
 
     @contextlib.contextmanager
     def step_run(self, asset: str, params: Params, dagster_run_id: str = "", partition: str = "",

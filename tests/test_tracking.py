@@ -35,6 +35,10 @@ def test_parallel_first_use_creates_one_schema_and_one_experiment(tmp_path):
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([ids[0]])
     assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    assert client.get_experiment(ids[0]).tags["mlflow.experimentKind"] == "custom_model_development"
+    # the params of a run are those its step reads, not the whole config
+    logged = runs[0].data.params
+    assert "world.shards" in logged and "seed" in logged and not any(k.startswith("training.") for k in logged)
 
 
 def test_failed_step_is_marked_failed(tmp_path):
