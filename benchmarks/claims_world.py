@@ -43,7 +43,7 @@ from compodiff.combiner import Combiner, CombinerSpec, train_combiner  # noqa: E
 from compodiff.config import load_params  # noqa: E402
 from compodiff.denoiser import CompoDiffDenoiser, preset  # noqa: E402
 from compodiff.evaluation import sum_query  # noqa: E402
-from compodiff.objectives import TripletFeatures  # noqa: E402
+from compodiff.objectives import TripletFeatures, kind_balance_weights  # noqa: E402
 from compodiff.pipeline import CompoDiffPipeline  # noqa: E402
 from compodiff.training import TextTokens, train_denoiser  # noqa: E402
 from datagen.world.truth import BENCHMARK_KINDS  # noqa: E402
@@ -76,11 +76,14 @@ def train(layout: Layout, spec, init: CompoDiffDenoiser, pairs, triplets, tokens
     return s["ema"].model
 
 
-def subset(trip: TripletFeatures, fraction: float, seed: int) -> TripletFeatures:
+def subset(trip: TripletFeatures, fraction: float, seed: int, kind_balance: float) -> TripletFeatures:
+    """A random share of the triplets, drawn by the same rule as the whole (its kind weights recounted)."""
     n = max(2, int(round(fraction * len(trip))))
     idx = torch.from_numpy(np.random.default_rng([seed, 61]).permutation(len(trip))[:n])
+    kind = [trip.kind[i] for i in idx] if trip.kind is not None else None
     return TripletFeatures(trip.reference[idx], trip.target[idx], [trip.instruction[i] for i in idx],
-                           [trip.reversed_instruction[i] for i in idx])
+                           [trip.reversed_instruction[i] for i in idx],
+                           kind_balance_weights(kind, kind_balance) if kind and kind_balance else None, kind)
 
 
 def one_seed(layout: Layout, q: Queries, seed: int, sampling_seeds: list[int], log) -> dict:
@@ -106,9 +109,10 @@ def one_seed(layout: Layout, q: Queries, seed: int, sampling_seeds: list[int], l
     fresh = CompoDiffDenoiser(cfg)
     stage1 = timed("stage1", lambda: train(layout, s1, fresh, pairs, None, tokens))
     models = {"stage2": timed("stage2", lambda: train(layout, s2, stage1, pairs, trip, tokens))}
+    balance = p.training.stage2.kind_balance
     for f in (0.25, 0.5):
-        models[f"stage2 triplets x{f:g}"] = timed(f"x{f:g}", lambda f=f: train(layout, s2, stage1, pairs,
-                                                                                subset(trip, f, seed), tokens))
+        models[f"stage2 triplets x{f:g}"] = timed(f"x{f:g}", lambda f=f: train(
+            layout, s2, stage1, pairs, subset(trip, f, seed, balance), tokens))
     models["stage2 triplets only"] = timed("triplets only", lambda: train(
         layout, replace(s2, mix=(0.0, 0.0, 1.0)), stage1, None, trip, tokens))
     # from a random init, so with stage 1's learning rate and warm-up; the stage-2 mix for both stages' steps
@@ -127,7 +131,7 @@ def one_seed(layout: Layout, q: Queries, seed: int, sampling_seeds: list[int], l
         comb = Combiner(CombinerSpec(enc.embed_dim, c.projection_dim, c.hidden_dim, c.dropout, c.logit_scale))
         timed(name, lambda comb=comb, rev=rev: train_combiner(comb, trip.reference, trip.target, text, rev,
                                                               p.training.bidirectional.alpha, c.steps, c.batch_size,
-                                                              c.lr, seed))
+                                                              c.lr, seed, weight=trip.weight))
         comb.eval()
         with torch.no_grad():
             aps[name] = per_query_ap(q, comb(q.reference, q.text))

@@ -42,10 +42,12 @@ def validation_layout(root: Path, seed_offset: int = VALIDATION_SEED_OFFSET) -> 
     return val
 
 
-def kind_balance_runs(run: Layout, q, balances: list[float], score) -> dict:
-    """Stage 2 trained again from the run's stage 1 for each kind balance; scored with the params' sampling."""
+def kind_balance_runs(run: Layout, q, balances: list[float], score, models: list[str]) -> dict:
+    """Stage 2 (from the run's stage 1) and the Combiner trained again for each kind balance; stage 2 scored
+    with the params' sampling."""
     from claims_world import train
 
+    from compodiff.combiner import Combiner, CombinerSpec, train_combiner
     from compodiff.objectives import kind_balance_weights
     from compodiff.training import TextTokens
     from orchestration.train_steps import _spec, load_pair_features, load_triplet_features
@@ -57,13 +59,24 @@ def kind_balance_runs(run: Layout, q, balances: list[float], score) -> dict:
         raise SystemExit(f"{run.triplet_features} has no edit kinds: rerun triplet_features first")
     tokens = TextTokens(lambda texts: enc.text_tokens(texts)[0], run.params.training.text_cache)
     stage1 = load_checkpoint(run.stage_dir("stage1") / "denoiser.safetensors")
+    c, p = run.params.combiner, run.params
+    text = enc.encode_text(base.instruction)
     out = {}
     for balance in balances:
         trip = replace(base, weight=kind_balance_weights(base.kind, balance))
-        model = train(run, replace(_spec(run, "stage2"), checkpoint_every=10**9), stage1, pairs, trip, tokens)
-        emb = eval_steps.compodiff_queries(CompoDiffPipeline(model, enc), q, b, True, True)
-        out[f"{balance:g}"] = {**score(emb), "kind_shares": trip.kind_shares()}
-        print(f"kind_balance {balance:g}: mAP@10 {out[f'{balance:g}']['mAP@10']:.2f}", flush=True)
+        row = out.setdefault(f"{balance:g}", {"kind_shares": trip.kind_shares()})
+        if "stage2" in models:
+            model = train(run, replace(_spec(run, "stage2"), checkpoint_every=10**9), stage1, pairs, trip, tokens)
+            row["stage2"] = score(eval_steps.compodiff_queries(CompoDiffPipeline(model, enc), q, b, True, True))
+        if "combiner" in models:
+            torch.manual_seed(p.seed)
+            comb = Combiner(CombinerSpec(enc.embed_dim, c.projection_dim, c.hidden_dim, c.dropout, c.logit_scale))
+            train_combiner(comb, trip.reference, trip.target, text, None, 0.0, c.steps, c.batch_size, c.lr, p.seed,
+                           weight=trip.weight)
+            with torch.no_grad():
+                row["combiner"] = score(comb.eval()(q.reference, q.text))
+        print(f"kind_balance {balance:g}: " + ", ".join(f"{m} mAP@10 {row[m]['mAP@10']:.2f}" for m in models),
+              flush=True)
     return out
 
 
@@ -76,6 +89,8 @@ def main() -> int:
     ap.add_argument("--mix-reference", type=float, nargs="+")
     ap.add_argument("--kind-balance", type=float, nargs="+",
                     help="retrain stage 2 from the run's stage 1 with each training.stage2.kind_balance")
+    ap.add_argument("--kind-balance-models", nargs="+", default=["stage2", "combiner"],
+                    choices=["stage2", "combiner"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -109,7 +124,7 @@ def main() -> int:
                     grid[f"w_text {wt:g} w_image {wi:g} steps {steps} mix_reference {mix:g}"] = score(emb)
     out["stage2"] = grid
     if args.kind_balance:
-        out["stage2_kind_balance"] = kind_balance_runs(run, q, args.kind_balance, score)
+        out["kind_balance"] = kind_balance_runs(run, q, args.kind_balance, score, args.kind_balance_models)
     report(out, args.out)
     return 0
 

@@ -68,8 +68,10 @@ def contrastive_loss(query: torch.Tensor, target: torch.Tensor, logit_scale: flo
 
 def train_combiner(model: Combiner, reference: torch.Tensor, target: torch.Tensor, text: torch.Tensor,
                    reversed_text: torch.Tensor | None, alpha: float, steps: int, batch_size: int, lr: float,
-                   seed: int, log: Callable[[int, dict], None] | None = None) -> dict:
-    """``text`` / ``reversed_text``: pooled CLIP text features of each triplet's instructions."""
+                   seed: int, log: Callable[[int, dict], None] | None = None,
+                   weight: torch.Tensor | None = None) -> dict:
+    """``text`` / ``reversed_text``: pooled CLIP text features of each triplet's instructions. ``weight``:
+    per-triplet sampling weights (the denoiser's kind balance), a batch drawn without repeats; None: uniform."""
     n = reference.shape[0]
     if n < 2:
         raise ValueError(f"the contrastive loss needs at least 2 triplets, got {n}")
@@ -79,7 +81,10 @@ def train_combiner(model: Combiner, reference: torch.Tensor, target: torch.Tenso
     for step in range(steps):
         g = step_generator(seed, step)
         torch.manual_seed(seed * 7919 + step)
-        idx = torch.randperm(n, generator=g)[:min(batch_size, n)]
+        if weight is None:
+            idx = torch.randperm(n, generator=g)[:min(batch_size, n)]
+        else:  # without replacement: a repeated row would be its own in-batch negative
+            idx = torch.multinomial(weight, min(batch_size, n), replacement=False, generator=g)
         loss = contrastive_loss(model(reference[idx], text[idx]), target[idx], model.spec.logit_scale)
         if reversed_text is not None and alpha > 0:
             loss = loss + alpha * contrastive_loss(model(target[idx], reversed_text[idx]), reference[idx],

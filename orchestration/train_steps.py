@@ -164,7 +164,7 @@ def combiner(layout: Layout, log: Log = print, on_metrics: Metrics | None = None
                 on_metrics(step, {f"{name}.loss": m["loss"]})
 
         s = train_combiner(model, trip.reference, trip.target, text, rev, p.training.bidirectional.alpha,
-                           c.steps, c.batch_size, c.lr, p.seed, progress)
+                           c.steps, c.batch_size, c.lr, p.seed, progress, weight=trip.weight)
         save_combiner(model, out / f"{name}.safetensors")
         summary.update({f"{name}.{k}": v for k, v in s.items()})
     summary["final_loss"] = summary["combiner.final_loss"]
