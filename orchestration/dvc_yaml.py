@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from orchestration.code_deps import ROOT, code_deps
-from orchestration.registry import PLOT_AXES, STEPS, Step
+from orchestration.registry import STEPS, Step
 
 HEADER = """\
 # Generated from orchestration/registry.py by `compodiff dvc-yaml`: edit the registry, not this file.
@@ -22,12 +22,13 @@ def stage(s: Step, root: Path = ROOT) -> dict:
     body["deps"] = [*s.inputs, *code_deps(f"orchestration.{s.module}", root)]
     if s.params:
         body["params"] = list(s.params)
-    if s.outputs:
-        body["outs"] = list(s.outputs)
+    outs = [*s.outputs, *({r: {"cache": False}} for r in s.records)]
+    if outs:
+        body["outs"] = outs
     if s.metrics:
         body["metrics"] = [{m: {"cache": False}} for m in s.metrics]
     if s.plots:
-        body["plots"] = [{p: {"cache": False, **dict(zip(("x", "y"), PLOT_AXES.get(p, ())))}} for p in s.plots]
+        body["plots"] = [{p: {"cache": False}} for p in s.plots]
     if not s.sharded:
         return body
     return {"foreach": s.shards if isinstance(s.shards, str) else list(s.shards), "do": body}

@@ -186,6 +186,9 @@ def benchmark_metrics(layout: Layout, log: Log = print) -> dict:
     checks["stage2_beats_baselines"] = checks["stage2_mAP@10"] > checks["best_baseline_mAP@10"]
     write_json(layout.benchmark_metrics, results)
     write_json(layout.benchmark_checks, checks)
+    write_json(layout.headline, {"mAP@10": {k: round(v["mAP@10"], 4) for k, v in results.items()},
+                                 "stage2_lead": round(checks["stage2_mAP@10"] - checks["best_baseline_mAP@10"], 4),
+                                 "best_baseline": checks["best_baseline"]})
     log(f"benchmark: negated object in top 10: {checks['negative_text']['share_with']:.3f} with the negative "
         f"text, {checks['negative_text']['share_without']:.3f} without")
     return {**{f"{k}.mAP@10": v["mAP@10"] for k, v in results.items()}, "seconds": checks["seconds"]}

@@ -119,6 +119,11 @@ class Layout:
         return self.metrics / "benchmark_checks.json"
 
     @property
+    def headline(self) -> Path:
+        """The few figures `dvc metrics show` and `dvc exp show` list: each method's world mAP@10."""
+        return self.metrics / "headline.json"
+
+    @property
     def ablations(self) -> Path:
         return self.metrics / "ablations.json"
 

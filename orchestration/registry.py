@@ -27,8 +27,9 @@ class Step:
     inputs: tuple[str, ...]  # data paths it reads (templated as in dvc.yaml)
     outputs: tuple[str, ...] = ()
     params: tuple[str, ...] = ()
-    metrics: tuple[str, ...] = ()  # metrics JSON files (not cached by DVC)
-    plots: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()  # what `dvc metrics show` lists: the headline only
+    records: tuple[str, ...] = ()  # the step's detailed JSON and CSV results, kept in git, not in DVC's cache
+    plots: tuple[str, ...] = ()  # images: `dvc plots show` draws them with no script from a CDN
     shards: str | tuple[str, ...] | None = None  # SHARDS, a fixed list, or None (one run)
     training: bool = False  # reports per-step curves (on_metrics)
     pool: str | None = None  # "gpu": the Dagster concurrency pool of accelerator steps
@@ -45,7 +46,7 @@ STEPS: tuple[Step, ...] = (
     Step("world_pairs", "steps", "world_pairs", (), (f"{D}/world_pairs/${{item}}.parquet",), ("seed", "world"),
          shards=SHARDS),
     Step("encoder", "encoder_steps", "encoder", (f"{D}/world_pairs",), (f"{D}/encoder",), ("seed", "world", "encoder"),
-         metrics=(f"{M}/encoder.json",), training=True, pool="gpu"),
+         records=(f"{M}/encoder.json",), training=True, pool="gpu"),
     Step("caption_pool", "triplet_steps", "caption_pool", (f"{D}/world_pairs",), (f"{D}/caption_pool",),
          ("world.shards", "caption_triplets.keyword.spacy", "caption_triplets.keyword.min_count"), side_lane=True),
     Step("keyword_triplets", "triplet_steps", "keyword_triplets_shard", (f"{D}/caption_pool", f"{D}/encoder"),
@@ -64,13 +65,13 @@ STEPS: tuple[Step, ...] = (
          (f"{D}/keyword_triplets", f"{D}/llm_triplets.parquet", f"{D}/llm", f"{D}/encoder"),
          (f"{D}/caption_triplets.parquet",),
          ("caption_triplets.keyword.validate_with_world", "caption_triplets.llm.reuse_seeds"),
-         metrics=(f"{M}/caption_triplets.json",)),
+         records=(f"{M}/caption_triplets.json",)),
     Step("image_pairs", "pair_steps", "image_pairs_shard", (f"{D}/caption_triplets.parquet",),
          (f"{D}/image_pairs/${{item}}.parquet",), ("seed", "world.shards", "world.image_size", "image_pairs"),
          shards=SHARDS, pool="gpu"),
     Step("filtered_triplets", "pair_steps", "filtered_triplets",
          (f"{D}/image_pairs", f"{D}/caption_triplets.parquet", f"{D}/encoder"), (f"{D}/filtered_triplets",),
-         ("world.shards", "encoder.model", "clip_filter", "features.batch_size"), metrics=(f"{M}/filter.json",)),
+         ("world.shards", "encoder.model", "clip_filter", "features.batch_size"), records=(f"{M}/filter.json",)),
     Step("pair_features", "feature_steps", "pair_features", (f"{D}/world_pairs/${{item}}.parquet", f"{D}/encoder"),
          (f"{D}/pair_features/${{item}}.npz",), ("seed", "world.image_size", "encoder.model", "features"),
          shards=SHARDS, pool="gpu"),
@@ -82,11 +83,11 @@ STEPS: tuple[Step, ...] = (
     Step("stage2", "train_steps", "stage2",
          (f"{D}/stage1", f"{D}/pair_features", f"{D}/triplet_features.npz", f"{D}/encoder"), (f"{D}/stage2",),
          ("seed", *TRAINING_COMMON, "training.stage2", "training.bidirectional"),
-         metrics=(f"{M}/training.json",), training=True, pool="gpu"),
+         records=(f"{M}/training.json",), training=True, pool="gpu"),
     Step("combiner", "train_steps", "combiner", (f"{D}/triplet_features.npz", f"{D}/encoder"), (f"{D}/combiner",),
          ("seed", "combiner", "training.threads", "training.bidirectional.alpha", "training.stage2.kind_balance",
           "encoder.model", "encoder.pretrained"),
-         metrics=(f"{M}/combiner.json",), training=True, pool="gpu"),
+         records=(f"{M}/combiner.json",), training=True, pool="gpu"),
     Step("world_benchmark", "eval_steps", "world_benchmark", (), (f"{D}/world_benchmark",),
          ("seed", "world.image_size", "world.max_objects", "benchmark.queries_per_type", "benchmark.true_targets",
           "benchmark.distractors"), side_lane=True),
@@ -98,18 +99,16 @@ STEPS: tuple[Step, ...] = (
          (f"{D}/world_benchmark", f"{D}/gallery_features.npz", f"{D}/faiss_index", f"{D}/stage1", f"{D}/stage2",
           f"{D}/combiner"), (),
          ("seed", "benchmark", "features.mask_noise_std", "training.threads"),
-         metrics=(f"{M}/benchmark.json", f"{M}/benchmark_checks.json"), pool="gpu"),
+         metrics=(f"{M}/headline.json",), records=(f"{M}/benchmark.json", f"{M}/benchmark_checks.json"), pool="gpu"),
     Step("ablations", "ablation_steps", "ablations",
          (f"{D}/world_benchmark", f"{D}/gallery_features.npz", f"{D}/faiss_index", f"{D}/stage1", f"{D}/stage2",
           f"{D}/pair_features", f"{D}/triplet_features.npz"), (),
-         ("seed", "benchmark", "ablations", "training"), metrics=(f"{M}/ablations.json",),
-         plots=(f"{M}/plots/sampling_steps.csv", f"{M}/plots/guidance.csv", f"{M}/plots/training_ablations.csv",
-                f"{M}/plots/ablations.png"), pool="gpu"),
+         ("seed", "benchmark", "ablations", "training"),
+         records=(f"{M}/ablations.json", f"{M}/plots/sampling_steps.csv", f"{M}/plots/guidance.csv",
+                  f"{M}/plots/training_ablations.csv"), plots=(f"{M}/plots/ablations.png",), pool="gpu"),
     Step("real_benchmark", "real_benchmark_steps", "real_benchmark", (f"{D}/stage2", f"{D}/encoder"), (),
-         ("sources", "benchmark"), metrics=(f"{M}/real/${{item}}.json",), shards=REAL_BENCHMARKS, pool="gpu"),
+         ("sources", "benchmark"), records=(f"{M}/real/${{item}}.json",), shards=REAL_BENCHMARKS, pool="gpu"),
 )
-
-PLOT_AXES = {f"{M}/plots/sampling_steps.csv": ("steps", "mAP@10")}  # dvc plots: x and y of a CSV plot
 
 BY_NAME: dict[str, Step] = {s.name: s for s in STEPS}
 SIDE_LANE: tuple[str, ...] = tuple(s.name for s in STEPS if s.side_lane)
