@@ -24,14 +24,12 @@ def _numbers(d: dict) -> dict:
 
 
 def step_asset(params, name: str, deps: list, fn, group: str, description: str, artifact=None,
-               training: bool = False, register: tuple | None = None, image=None) -> dg.AssetsDefinition:
+               training: bool = False, image=None) -> dg.AssetsDefinition:
     """An unpartitioned asset that runs one step function inside its MLflow step run; its pool and code
     version (the step's code closure and the params it reads) come from the registry.
 
     ``artifact(layout)``: a file or folder logged to the run. ``training``: the step reports metrics
-    per training step and the run samples system metrics. ``register = (model name, path(layout))``:
-    that file becomes a new version of the registered model, aliased "latest-good" (the run got here,
-    so its loss was finite). ``image(layout)``: a PNG shown in the asset's metadata."""
+    per training step and the run samples system metrics. ``image(layout)``: a PNG shown in the asset's metadata."""
 
     @dg.asset(name=name, deps=deps, group_name=group, description=description, pool=registry.step(name).pool,
               code_version=registry.version(name, params), kinds={"pytorch"} if training else None)
@@ -45,10 +43,6 @@ def step_asset(params, name: str, deps: list, fn, group: str, description: str, 
             if artifact is not None and artifact(layout).exists():
                 run.log_artifact(artifact(layout))
             meta = {}
-            if register is not None:
-                model_name, path = register
-                run.log_artifact(path(layout), "model")
-                meta["model_version"] = run.register_model(model_name, "model", "latest-good")
             if image is not None and image(layout).is_file():
                 import base64
 

@@ -25,6 +25,7 @@ from orchestration import (
     encoder_steps,
     eval_steps,
     feature_steps,
+    model_steps,
     pair_steps,
     real_benchmark_steps,
     registry,
@@ -271,16 +272,13 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
 
     stage1 = step_asset("stage1", [pair_features, encoder], train_steps.stage1, "training",
                         "Stage 1 (Eq. 1): text -> image embedding on the image-text pairs.",
-                        artifact=lambda lay: lay.stage_dir("stage1") / "manifest.json", training=True,
-                        register=("compodiff-stage1", lambda lay: lay.stage_dir("stage1") / "denoiser.safetensors"))
+                        artifact=lambda lay: lay.stage_dir("stage1") / "manifest.json", training=True)
     stage2 = step_asset("stage2", [stage1, pair_features, triplet_features, encoder], train_steps.stage2, "training",
                         "Stage 2: Eq. 1 / Eq. 2 / Eq. 3 mixed 30/30/40, from stage 1's EMA weights.",
-                        artifact=lambda lay: lay.training_metrics, training=True,
-                        register=("compodiff-stage2", lambda lay: lay.stage_dir("stage2") / "denoiser.safetensors"))
+                        artifact=lambda lay: lay.training_metrics, training=True)
     combiner = step_asset("combiner", [triplet_features, encoder], train_steps.combiner, "training",
                           "The Combiner baseline (CLIP4Cir) on the same triplets, optional bi-directional loss.",
-                          artifact=lambda lay: lay.combiner_metrics, training=True,
-                          register=("combiner", lambda lay: lay.stage_dir("combiner") / "combiner.safetensors"))
+                          artifact=lambda lay: lay.combiner_metrics, training=True)
 
     def finite_loss(stage):
         @dg.asset_check(asset=stage, name=f"{stage.key.path[-1]}_loss_finite", blocking=True,
@@ -304,6 +302,10 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
         "Every method on the world benchmark in one run (mAP@K, R@K, per query type), and the same queries "
         "scored through the four official-format evaluators.",
         artifact=lambda lay: lay.benchmark_metrics)
+    champion = step_asset(
+        "champion", [benchmark_metrics, stage2, combiner, encoder, faiss_index], model_steps.champion, "evaluation",
+        "Stage 2 and the Combiner as MLflow pyfunc models, registered with the alias 'champion' once the "
+        "benchmark's blocking checks held.", artifact=lambda lay: lay.data / "champion.json")
     ablations = step_asset(
         "ablations", [world_benchmark, gallery_features, faiss_index, stage1, stage2, pair_features, triplet_features],
         ablation_steps.ablations, "evaluation",
@@ -350,7 +352,7 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
 
     assets = [world_pairs, encoder, caption_pool, keyword_triplets, llm_adapter, llm_triplets, caption_triplets,
               image_pairs, filtered_triplets, pair_features, triplet_features, stage1, stage2, combiner,
-              world_benchmark, gallery_features, faiss_index, benchmark_metrics, ablations, real_benchmark]
+              world_benchmark, gallery_features, faiss_index, benchmark_metrics, champion, ablations, real_benchmark]
     checks = [world_pairs_valid, encoder_recall_floor, keyword_triplets_valid, llm_triplets_consistency,
               llm_triplets_diversity, filtered_triplets_valid, pair_features_valid, triplet_features_valid,
               finite_loss(stage1), finite_loss(stage2), finite_loss(combiner), faiss_index_size, stage2_beats_baselines,

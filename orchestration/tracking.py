@@ -10,6 +10,7 @@ once under a file lock before any step touches it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,19 +72,12 @@ class StepRun:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
 
-    def register_model(self, name: str, artifact_path: str, alias: str) -> str:
-        """Register the run's ``artifact_path`` as a new version of ``name`` and point ``alias`` at it."""
-        from mlflow.exceptions import MlflowException
+_ACTIVE: contextvars.ContextVar[StepRun | None] = contextvars.ContextVar("compodiff_step_run", default=None)
 
-        try:
-            self.client.create_registered_model(name)
-        except MlflowException as err:
-            if "already exists" not in str(err).lower() and "RESOURCE_ALREADY_EXISTS" not in str(err):
-                raise
-        source = f"{self.client.get_run(self.run_id).info.artifact_uri}/{artifact_path}"
-        version = self.client.create_model_version(name, source, run_id=self.run_id).version
-        self.client.set_registered_model_alias(name, alias, version)
-        return str(version)
+
+def active_run() -> StepRun | None:
+    """The MLflow run of the step running in this context (a step that logs models into it asks)."""
+    return _ACTIVE.get()
 
 
 # MLflow 3's UI opens an experiment without this tag in GenAI mode, listing runs as "evaluation runs"
@@ -140,6 +134,7 @@ class MLflowTracking(dg.ConfigurableResource):
         run = client.create_run(exp_id, run_name=name, tags=tags)
         run_id = run.info.run_id
         handle = StepRun(client, run_id, f"{self.ui()}/#/experiments/{exp_id}/runs/{run_id}")
+        handle.tracking_uri = self.uri()
         status = "FAILED"
         monitor = None
         if system_metrics:
@@ -150,7 +145,11 @@ class MLflowTracking(dg.ConfigurableResource):
         try:
             flat = params.flat()
             handle.log_params(registry.reads(registry.BY_NAME[asset], flat) if asset in registry.BY_NAME else flat)
-            yield handle
+            token = _ACTIVE.set(handle)
+            try:
+                yield handle
+            finally:
+                _ACTIVE.reset(token)
             status = "FINISHED"
         finally:
             if monitor is not None:

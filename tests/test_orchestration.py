@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ["world_pairs", "caption_pool", "encoder", "keyword_triplets", "llm_adapter", "llm_triplets",
           "caption_triplets", "image_pairs", "filtered_triplets", "pair_features", "triplet_features", "stage1",
           "stage2", "combiner", "world_benchmark", "gallery_features", "faiss_index", "benchmark_metrics",
-          "ablations", "real_benchmark"]
+          "champion", "ablations", "real_benchmark"]
 DVC = ROOT / ".venv-dvc" / "bin" / "dvc"
 DAGSTER = ROOT / ".venv" / "bin" / "dagster"
 
@@ -151,9 +151,50 @@ def test_one_mlflow_run_per_asset_step_with_lineage_tags(materialized):
     assert {f"kept.{k}": float(n) for k, n in kept.items()}.items() <= logged.items()
     history = client.get_metric_history(stage2.info.run_id, "loss")
     assert len(history) >= 2  # per training step, not just the final value
-    for name, asset in (("compodiff-stage1", "stage1"), ("compodiff-stage2", "stage2"), ("combiner", "combiner")):
-        version = client.get_model_version_by_alias(name, "latest-good")
-        assert version.run_id == by_asset[asset].info.run_id
+    # the alias moves in the champion step, after the benchmark: its version is the champion run's model
+    champion = json.loads((root / "data" / "champion.json").read_text())
+    for name in ("compodiff-stage2", "combiner"):
+        version = client.get_model_version_by_alias(name, "champion")
+        assert version.run_id == by_asset["champion"].info.run_id and str(version.version) == champion[name]["version"]
+        logged = client.get_logged_model(champion[name]["model_id"])  # an MLflow 3 logged model
+        linked = {m.key: m.value for m in logged.metrics}  # with the benchmark figures it was chosen on
+        assert linked["world_mAP_at_10"] == pytest.approx(champion[name]["mAP@10"])
+    assert "compodiff-stage1" not in {m.name for m in client.search_registered_models()}
+
+
+def test_the_champion_pyfunc_answers_composed_queries_as_the_pipeline_does(materialized):
+    """`mlflow.pyfunc.load_model("models:/compodiff-stage2@champion")` on real MLflow, in this project."""
+    import numpy as np
+    import pandas as pd
+
+    from compodiff.checkpoint import load_checkpoint
+    from compodiff.combiner import load_combiner
+    from compodiff.encoders import load_encoder
+    from compodiff.pipeline import CompoDiffPipeline
+
+    root, project, _ = materialized
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    b = project.params.benchmark
+    enc = load_encoder(project.params.encoder.model, project.params.encoder.pretrained, root=root)
+    ref = np.random.default_rng(0).standard_normal((3, enc.embed_dim)).astype(np.float32)
+    texts = ["make the circle red", "add a star", "remove the square"]
+    frame = pd.DataFrame({"reference": list(ref), "instruction": texts, "negative": ["", "a blue star", ""]})
+    model = mlflow.pyfunc.load_model("models:/compodiff-stage2@champion")
+    got = model.predict(frame)
+    pipe = CompoDiffPipeline(load_checkpoint(root / "data" / "stage2" / "denoiser.safetensors"), enc)
+    want = pipe.compose(ref, texts, ["", "a blue star", ""], w_image=b.w_image, w_text=b.w_text, steps=b.steps,
+                        seed=0, eta=b.eta, mix_reference=b.mix_reference).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    ids = model.predict(frame, params={"k": 5})
+    size = json.loads((root / "data" / "faiss_index" / "gallery.json").read_text())["size"]
+    assert ids.shape == (3, 5) and 0 <= ids.min() and ids.max() < size
+    comb = mlflow.pyfunc.load_model("models:/combiner@champion").predict(frame[["reference", "instruction"]])
+    import torch
+
+    with torch.no_grad():
+        direct = load_combiner(root / "data" / "combiner" / "combiner.safetensors")(torch.from_numpy(ref),
+                                                                                    enc.encode_text(texts))
+    np.testing.assert_allclose(comb, direct.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_a_missing_upstream_fails_clearly(tmp_path):
