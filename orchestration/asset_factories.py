@@ -1,6 +1,8 @@
 """Asset factories: every step function becomes a Dagster asset the same way (MLflow step run,
 progress lines, numeric results as metadata)."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from orchestration import registry
@@ -17,6 +19,21 @@ def progress(context):
         context.log.info(message)
         follow_cores()
     return log
+
+
+def table_metadata(layout, name: str, partitions: list[str] | None = None) -> dict:
+    """Row count and column schema of the step's table outputs (parquet): what the Dagster UI shows."""
+    import pyarrow.parquet as pq
+
+    paths = [Path(t.replace("${data_dir}", str(layout.data)).replace("${item}", item))
+             for t in registry.step(name).tables for item in partitions or [""]]
+    paths = [p for p in paths if p.is_file()]
+    if not paths:
+        return {}
+    schema = pq.read_schema(paths[0])
+    columns = [dg.TableColumn(f.name, str(f.type)) for f in schema if not f.name.endswith("_png")]
+    return {"dagster/row_count": sum(pq.read_metadata(p).num_rows for p in paths),
+            "dagster/column_schema": dg.TableSchema(columns=columns)}
 
 
 def _numbers(d: dict) -> dict:
@@ -48,7 +65,7 @@ def step_asset(params, name: str, deps: list, fn, group: str, description: str, 
 
                 b64 = base64.b64encode(image(layout).read_bytes()).decode()
                 meta["plot"] = dg.MetadataValue.md(f"![plot](data:image/png;base64,{b64})")
-        return dg.MaterializeResult(metadata={**_numbers(result), **meta,
+        return dg.MaterializeResult(metadata={**_numbers(result), **meta, **table_metadata(layout, name),
                                               "mlflow_run": dg.MetadataValue.url(run.url)})
 
     return _asset
@@ -70,6 +87,7 @@ def sharded_asset(params, name: str, partitions, deps: list, run_shards, group: 
             manifests = run_shards(layout, keys, progress(context))
             total = {k: sum(m[k] for m in manifests) for k in totals}
             run.log_metrics(total)
-        return dg.MaterializeResult(metadata={**total, "shards": keys, "mlflow_run": dg.MetadataValue.url(run.url)})
+        return dg.MaterializeResult(metadata={**total, "shards": keys, **table_metadata(layout, name, keys),
+                                              "mlflow_run": dg.MetadataValue.url(run.url)})
 
     return _asset

@@ -34,6 +34,11 @@ class Step:
     training: bool = False  # reports per-step curves (on_metrics)
     pool: str | None = None  # "gpu": the Dagster concurrency pool of accelerator steps
     side_lane: bool = False  # the lifecycle may run it beside the main chain (it needs little, late)
+    table: str | None = None  # the table inside a folder output that Dagster describes (rows, schema)
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return (self.table,) if self.table else tuple(o for o in self.outputs if o.endswith(".parquet"))
 
     @property
     def sharded(self) -> bool:
@@ -71,7 +76,8 @@ STEPS: tuple[Step, ...] = (
          shards=SHARDS, pool="gpu"),
     Step("filtered_triplets", "pair_steps", "filtered_triplets",
          (f"{D}/image_pairs", f"{D}/caption_triplets.parquet", f"{D}/encoder"), (f"{D}/filtered_triplets",),
-         ("world.shards", "encoder.model", "clip_filter", "features.batch_size"), records=(f"{M}/filter.json",)),
+         ("world.shards", "encoder.model", "clip_filter", "features.batch_size"), records=(f"{M}/filter.json",),
+         table=f"{D}/filtered_triplets/pairs.parquet"),
     Step("pair_features", "feature_steps", "pair_features", (f"{D}/world_pairs/${{item}}.parquet", f"{D}/encoder"),
          (f"{D}/pair_features/${{item}}.npz",), ("seed", "world.image_size", "encoder.model", "features"),
          shards=SHARDS, pool="gpu"),

@@ -105,6 +105,10 @@ def test_whole_asset_graph_materializes_with_checks_passing(materialized):
     assert triplets["llm"]["reused_seeds"] == 16 and "llm" in filt["thresholds_per_method"]
     filtered = result_of(results, "filtered_triplets")
     filter_meta = filtered.asset_materializations_for_node("filtered_triplets")[0].metadata
+    assert filter_meta["dagster/row_count"].value == filt["kept"]  # table metadata: the kept pairs' table
+    assert "instruction" in {c.name for c in filter_meta["dagster/column_schema"].value.columns}
+    pairs_meta = result_of(results, "world_pairs").asset_materializations_for_node("world_pairs")[0].metadata
+    assert pairs_meta["dagster/row_count"].value == 2 * project.params.world.pairs_per_shard
     assert all(filter_meta[f"kept.{k}"].value == n for k, n in cov["kept"]["counts"].items())  # also in MLflow
     coverage_check = next(c for c in checks if c.check_name == "triplet_kind_coverage")
     assert coverage_check.metadata["kept_by_kind"].value == cov["kept"]["counts"]
