@@ -66,6 +66,7 @@ def materialized(tmp_path_factory):
     return root, project, results
 
 
+@pytest.mark.slow  # the whole tiny graph, or a full DVC / lifecycle round trip
 def test_whole_asset_graph_materializes_with_checks_passing(materialized):
     root, project, results = materialized
     assert len(results) == len(ASSETS) and all(r.success for r in results)
@@ -131,6 +132,7 @@ def test_whole_asset_graph_materializes_with_checks_passing(materialized):
     assert (root / "metrics" / "plots" / "ablations.png").is_file()
 
 
+@pytest.mark.slow  # the whole tiny graph, or a full DVC / lifecycle round trip
 def test_one_mlflow_run_per_asset_step_with_lineage_tags(materialized):
     root, project, results = materialized
     uri = f"sqlite:///{root}/mlflow.db"
@@ -166,6 +168,7 @@ def test_one_mlflow_run_per_asset_step_with_lineage_tags(materialized):
     assert "compodiff-stage1" not in {m.name for m in client.search_registered_models()}
 
 
+@pytest.mark.slow  # the whole tiny graph, or a full DVC / lifecycle round trip
 def test_the_champion_pyfunc_answers_composed_queries_as_the_pipeline_does(materialized):
     """`mlflow.pyfunc.load_model("models:/compodiff-stage2@champion")` on real MLflow, in this project."""
     import numpy as np
@@ -209,6 +212,7 @@ def test_a_missing_upstream_fails_clearly(tmp_path):
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the side lane takes a core of its own")
+@pytest.mark.slow  # the whole tiny graph, or a full DVC / lifecycle round trip
 def test_lifecycle_runs_the_side_lane_beside_the_main_chain_and_reports_its_failure(tmp_path):
     root = copy_project(tmp_path / "project")
     env = env_for(root)
@@ -280,6 +284,7 @@ def test_dvc_dag_is_the_dagster_asset_graph(tmp_path):
     assert dvc_edges == dagster_edges
 
 
+@pytest.mark.slow  # the whole tiny graph, or a full DVC / lifecycle round trip
 def test_dvc_repro_exp_run_metrics_diff_push_and_pull(tmp_path):
     root, env = dvc_project(tmp_path)
     run([str(DVC), "repro", "-q"], root, env, timeout=1500)
@@ -318,6 +323,7 @@ def test_dvc_repro_exp_run_metrics_diff_push_and_pull(tmp_path):
     assert "up to date" in run([str(DVC), "status"], root, env).lower()
 
 
+@pytest.mark.slow  # the whole tiny graph, or a full DVC / lifecycle round trip
 def test_triplet_features_reuse_the_filters_image_embeddings_exactly(materialized):
     import numpy as np
 
@@ -339,6 +345,7 @@ def test_triplet_features_reuse_the_filters_image_embeddings_exactly(materialize
         np.testing.assert_allclose(arrays[key], fresh, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # the whole tiny graph, or a full DVC / lifecycle round trip
 def test_compodiff_search_prints_results_and_writes_a_contact_sheet(materialized):
     root, _, _ = materialized
     out = run([str(ROOT / ".venv" / "bin" / "compodiff"), "search", "--gallery-item", "0", "--text",
@@ -356,6 +363,7 @@ def test_compodiff_search_prints_results_and_writes_a_contact_sheet(materialized
     assert bad.returncode == 2 and "--gallery-item 999999 is out of range: the gallery has" in bad.stderr
 
 
+@pytest.mark.slow  # the whole tiny graph, or a full DVC / lifecycle round trip
 def test_real_benchmarks_run_on_the_world_export_in_their_official_formats(materialized):
     """The real-benchmark step, pointed at the world benchmark exported as FashionIQ, CIRR, CIRCO and
     GeneCIS files, scores the same model through each loader and evaluator."""
@@ -381,6 +389,7 @@ def test_real_benchmarks_run_on_the_world_export_in_their_official_formats(mater
     assert set(m["genecis"]["per_task"]) == {"change_object"} and m["genecis"]["mean_R@1"] is not None
 
 
+@pytest.mark.slow  # the whole tiny graph, or a full DVC / lifecycle round trip
 def test_llm_adapter_is_reproducible_whatever_the_process_drew_before(materialized, tmp_path):
     """The lifecycle's side lane runs other steps before llm_adapter in one process: the world LM's
     initial weights and LoRA's come from the params' seed, so the same inputs give the same adapter."""

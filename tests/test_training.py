@@ -146,6 +146,7 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow  # two torchrun processes
 def test_two_processes_with_gloo_match_one_process(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     torchrun = Path(sys.executable).with_name("torchrun")

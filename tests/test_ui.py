@@ -21,7 +21,8 @@ from tests.test_orchestration import DAGSTER, ROOT, copy_project, env_for
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-pytestmark = [pytest.mark.ui, pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian's chromium is not installed")]
+pytestmark = [pytest.mark.ui, pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian's chromium is not installed")]
 
 
 def free_port() -> int:
