@@ -279,6 +279,16 @@ class BenchmarkConfig:
 
 
 @dataclass(frozen=True)
+class ChecksConfig:
+    """Thresholds of the Dagster asset checks (orchestration/checks.py) that are not a step's own setting."""
+
+    encoder_min_t2i_recall_at_10: float  # blocking: a lower held-out recall means the encoder broke
+    llm_min_consistent_fraction: float  # warning: LLM triplets whose target follows the instruction
+    llm_max_top_edit_kind_share: float  # warning: no edit kind above this share of the LLM triplets
+    negative_max_share_ratio: float  # warning: negated-object share with / without the negative text
+
+
+@dataclass(frozen=True)
 class AblationsConfig:
     steps: tuple[int, ...]  # sampling steps (Table 4)
     w_image: tuple[float, ...]  # guidance sweep (Fig. 10)
@@ -323,6 +333,7 @@ class Params:
     combiner: CombinerConfig
     benchmark: BenchmarkConfig
     ablations: AblationsConfig
+    checks: ChecksConfig
     tracking: TrackingConfig
     sources: SourcesConfig | None = None  # paper profiles: the real datasets
 

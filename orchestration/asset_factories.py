@@ -40,15 +40,16 @@ def _numbers(d: dict) -> dict:
     return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def step_asset(params, name: str, deps: list, fn, group: str, description: str, artifact=None,
+def step_asset(params, name: str, fn, group: str, description: str, artifact=None,
                training: bool = False, image=None) -> dg.AssetsDefinition:
-    """An unpartitioned asset that runs one step function inside its MLflow step run; its pool and code
-    version (the step's code closure and the params it reads) come from the registry.
+    """An unpartitioned asset that runs one step function inside its MLflow step run; its upstream assets,
+    pool and code version (the step's code closure and the params it reads) come from the registry.
 
     ``artifact(layout)``: a file or folder logged to the run. ``training``: the step reports metrics
     per training step and the run samples system metrics. ``image(layout)``: a PNG shown in the asset's metadata."""
 
-    @dg.asset(name=name, deps=deps, group_name=group, description=description, pool=registry.step(name).pool,
+    @dg.asset(name=name, deps=registry.upstream(name), group_name=group, description=description,
+              pool=registry.step(name).pool,
               code_version=registry.version(name, params), kinds={"pytorch"} if training else None)
     def _asset(context: dg.AssetExecutionContext, project: ProjectResource,
                tracking: MLflowTracking) -> dg.MaterializeResult:
@@ -71,12 +72,13 @@ def step_asset(params, name: str, deps: list, fn, group: str, description: str, 
     return _asset
 
 
-def sharded_asset(params, name: str, partitions, deps: list, run_shards, group: str, description: str,
+def sharded_asset(params, name: str, partitions, run_shards, group: str, description: str,
                   totals: tuple[str, ...]) -> dg.AssetsDefinition:
     """A shard-partitioned asset: one run materializes any range of shards (single-run backfill);
     ``run_shards(layout, keys, log)`` returns one manifest per shard, ``totals`` are summed over them."""
 
-    @dg.asset(name=name, partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run(), deps=deps,
+    @dg.asset(name=name, partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run(),
+              deps=registry.upstream(name),
               group_name=group, description=description, kinds={"parquet"}, pool=registry.step(name).pool,
               code_version=registry.version(name, params))
     def _asset(context: dg.AssetExecutionContext, project: ProjectResource,

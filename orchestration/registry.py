@@ -152,3 +152,17 @@ def version(name: str, params) -> str:
     s = step(name)
     blob = json.dumps(reads(s, params.flat()), sort_keys=True, default=str)
     return f"{code_version(f'orchestration.{s.module}')}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
+
+
+def _writes(s: Step) -> tuple[str, ...]:
+    return (*s.outputs, *s.records, *s.metrics, *s.plots)
+
+
+def upstream(name: str) -> list[str]:
+    """The steps whose outputs ``name`` reads: a path it names, or a folder holding one (Dagster's deps)."""
+    def feeds(written: str, read: str) -> bool:
+        return written == read or written.startswith(read + "/")
+
+    found = [s.name for s in STEPS if s.name != name
+             and any(feeds(w, r) for w in _writes(s) for r in step(name).inputs)]
+    return found

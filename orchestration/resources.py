@@ -1,4 +1,4 @@
-"""Dagster resources: the project root, the params file, the device, MLflow."""
+"""Dagster resources: the project root and its params file (MLflow's is orchestration.tracking)."""
 
 from __future__ import annotations
 
@@ -29,19 +29,3 @@ class ProjectResource(dg.ConfigurableResource):
 
     def layout(self) -> Layout:
         return Layout(Path(self.root).resolve(), self.params())
-
-
-class DeviceResource(dg.ConfigurableResource):
-    """Where GPU-capable steps run: "auto" picks CUDA when present."""
-
-    device: str = "auto"
-    threads: int = 0  # 0: leave torch's default
-
-    def resolve(self) -> str:
-        import torch
-
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.device
