@@ -1,9 +1,9 @@
 """The project's parameters: params.yaml loaded into frozen dataclasses.
 
 params.yaml holds every value (the embedded world profile by default); the
-dataclasses hold the schema. Profiles are complete params files under
-``profiles/``; ``compodiff profile NAME`` copies one over params.yaml, which is
-the file both Dagster and DVC read.
+dataclasses hold the schema. The other profiles under ``profiles/`` are overlays
+of it (``compodiff.profiles``); ``compodiff profile NAME`` resolves one into
+params.yaml, the file both Dagster and DVC read.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
 
 from compodiff.config_schema import ConfigError, flatten, from_dict, to_dict
 
@@ -351,14 +349,12 @@ def params_path(path: str | os.PathLike | None = None) -> Path:
 
 
 def load_params(path: str | os.PathLike | None = None) -> Params:
+    from compodiff.profiles import resolve
+
     p = params_path(path)
     if not p.is_file():
         raise ConfigError(f"params file not found: {p.resolve()}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{p}: not valid YAML: {err}") from None
-    return from_dict(Params, data, source=str(p))
+    return from_dict(Params, resolve(p), source=str(p))  # a profile overlay resolves through its chain
 
 
 __all__ = ["ConfigError", "EncoderConfig", "EncoderTrainConfig", "Params", "TrackingConfig", "WorldConfig",

@@ -4,7 +4,7 @@
   compodiff run STEP [--shard] one step, as the DVC stages call it
   compodiff search --text T    composed search over the indexed gallery (--sheet writes a contact sheet)
   compodiff plan [--profile N] dry run of a profile: models, datasets, steps, expected sizes
-  compodiff profile NAME       switch profile: copy profiles/NAME.yaml over params.yaml
+  compodiff profile NAME       switch profile: resolve profiles/NAME.yaml (an overlay) into params.yaml
   compodiff docs               regenerate docs/results.md from metrics/ and benchmarks/results/
   compodiff dvc-yaml           regenerate dvc.yaml from the step registry
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -49,8 +48,12 @@ def cmd_profile(args) -> int:
         names = sorted(p.stem for p in (root / "profiles").glob("*.yaml"))
         print(f"no profile {args.name!r}; available: {', '.join(names)}", file=sys.stderr)
         return 2
+    from compodiff.atomic import atomic_path
+    from compodiff.profiles import render
+
     load_params(src)  # refuse to switch to a profile that does not load
-    shutil.copyfile(src, root / "params.yaml")
+    with atomic_path(root / "params.yaml") as tmp:
+        tmp.write_text(render(src))  # the overlay chain resolved: complete, literal values for DVC
     print(f"params.yaml <- profiles/{args.name}.yaml")
     return 0
 

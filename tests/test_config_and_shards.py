@@ -9,6 +9,7 @@ import yaml
 
 from compodiff.atomic import atomic_path, write_json
 from compodiff.config import ConfigError, load_params
+from compodiff.profiles import render, resolve
 from datagen.shards import ShardError, decode_png, read_shard
 from datagen.world.pairs import write_pairs_shard
 from orchestration.cli import main as cli
@@ -23,7 +24,7 @@ def test_every_profile_loads_and_params_is_the_world_profile():
 
 
 def write_params(tmp_path, mutate):
-    data = yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())
+    data = resolve(ROOT / "profiles" / "tiny.yaml")
     mutate(data)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -42,6 +43,29 @@ def test_bad_params_name_the_key(tmp_path, mutate, message):
         load_params(write_params(tmp_path, mutate))
 
 
+def test_profiles_are_overlays_that_resolve_to_complete_params(tmp_path):
+    tiny = (ROOT / "profiles" / "tiny.yaml").read_text()
+    assert tiny.count("\n") < 80 and "extends: world" in tiny  # only what differs from the default
+    vitg = resolve(ROOT / "profiles" / "paper-vitg.yaml")  # paper-vitg <- paper-vitl <- world
+    assert vitg["encoder"]["model"] == "ViT-bigG-14" and vitg["training"]["stage2"]["steps"] == 200000
+    assert vitg["world"]["shards"][:2] == ["laion-00000", "laion-00001"] and len(vitg["world"]["shards"]) == 128
+    assert vitg["clip_filter"]["per_method"] == {}  # _replace: the paper's filter has no per-method rules
+    # the rendered params file is complete and literal (DVC's foreach reads world.shards from it)
+    rendered = yaml.safe_load(render(ROOT / "profiles" / "paper-vitg.yaml"))
+    assert "extends" not in rendered and rendered == vitg
+    assert render(ROOT / "profiles" / "world.yaml") == (ROOT / "profiles" / "world.yaml").read_text()
+    (tmp_path / "a.yaml").write_text("extends: b\nseed: 1\n")
+    (tmp_path / "b.yaml").write_text("extends: a\n")
+    with pytest.raises(ConfigError, match="extends itself: a -> b -> a"):
+        resolve(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: nosuch\n")
+    with pytest.raises(ConfigError, match="profile file not found: .*nosuch.yaml"):
+        resolve(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("world: {shards: {pattern: 'x-{}', count: 0}}\n")
+    with pytest.raises(ConfigError, match="generated shard list"):
+        resolve(tmp_path / "d.yaml")
+
+
 def test_params_are_frozen():
     p = load_params(ROOT / "profiles" / "tiny.yaml")
     with pytest.raises(AttributeError):
@@ -52,6 +76,7 @@ def test_profile_switch_is_one_command(tmp_path, monkeypatch):
     shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     monkeypatch.setenv("COMPODIFF_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # a command acts on the project it is run in, before COMPODIFF_ROOT
     assert cli(["profile", "tiny"]) == 0
     assert load_params(tmp_path / "params.yaml").profile == "tiny"
     assert cli(["profile", "nonexistent"]) == 2

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import AutoTokenizer
 
+from compodiff.profiles import render
 from orchestration.definitions import build
 from orchestration.lifecycle import materialize_all
 
@@ -40,7 +41,7 @@ def copy_project(dest: Path) -> Path:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     (dest / ".venv").symlink_to(ROOT / ".venv")
-    shutil.copy(ROOT / "profiles" / "tiny.yaml", dest / "params.yaml")
+    (dest / "params.yaml").write_text(render(ROOT / "profiles" / "tiny.yaml"))
     return dest
 
 
