@@ -23,6 +23,7 @@ from torch import nn
 
 from compodiff.atomic import atomic_path
 from compodiff.objectives import step_generator
+from compodiff.seeding import keeps_global_rng
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ def contrastive_loss(query: torch.Tensor, target: torch.Tensor, logit_scale: flo
     return F.cross_entropy(logits, torch.arange(len(query), device=query.device))
 
 
+@keeps_global_rng  # it seeds torch's global RNG (init, dropout, sampling)
 def train_combiner(model: Combiner, reference: torch.Tensor, target: torch.Tensor, text: torch.Tensor,
                    reversed_text: torch.Tensor | None, alpha: float, steps: int, batch_size: int, lr: float,
                    seed: int, log: Callable[[int, dict], None] | None = None,

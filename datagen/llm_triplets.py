@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compodiff.seeding import keeps_global_rng
+
 SEP_EDIT, SEP_OUT, STOP = "\n##\n", "\n%%\n", "\nEND"
 
 
@@ -136,6 +138,7 @@ def _encode(tokenizer, prompts: list[str], completions: list[str] | None, max_le
     return input_ids, attn, lab
 
 
+@keeps_global_rng  # it seeds torch's global RNG (init, dropout, sampling)
 def train_causal_lm(model, tokenizer, prompts: list[str], completions: list[str] | None, steps: int,
                     batch_size: int, lr: float, seed: int, max_len: int = 128,
                     log: Callable[[int, float], None] | None = None) -> float:
@@ -287,6 +290,7 @@ class AfterMarker:
 
 
 @torch.no_grad()
+@keeps_global_rng  # it seeds torch's global RNG (init, dropout, sampling)
 def generate(model, tokenizer, captions: list[str], temperature: float, top_p: float, frequency_penalty: float,
              max_new_tokens: int, batch_size: int, seed: int, output_temperature: float | None = None,
              guidance_scale: float = 1.0) -> list[str]:

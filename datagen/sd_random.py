@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from compodiff.seeding import keeps_global_rng
+
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte -> printable character map."""
@@ -45,6 +47,7 @@ def clip_tokenizer(out_dir: str | Path, max_length: int = 77):
     return CLIPTokenizer(str(out / "vocab.json"), str(out / "merges.txt"), model_max_length=max_length)
 
 
+@keeps_global_rng  # it seeds torch's global RNG (init, dropout, sampling)
 def random_pipeline(kind: str, work_dir: str | Path, seed: int = 0):
     """A StableDiffusionPipeline with random weights ("tiny" or "sd15"), safety checker off."""
     from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel

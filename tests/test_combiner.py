@@ -48,3 +48,13 @@ def test_too_few_triplets_is_refused():
     ref, tgt, text = triplets(n=1)
     with pytest.raises(ValueError, match="at least 2 triplets"):
         train_combiner(Combiner(CombinerSpec(16, 32, 64, 0.0, 20.0)), ref, tgt, text, None, 0.0, 1, 8, 1e-3, 0)
+
+
+def test_training_leaves_the_callers_global_rng_as_it_was():
+    ref, tgt, text = triplets(n=64)
+    model = Combiner(CombinerSpec(16, 32, 64, 0.3, 20.0))  # dropout draws from the global RNG
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_combiner(model, ref, tgt, text, None, 0.0, 3, 16, 1e-3, 0)
+    assert torch.equal(torch.rand(3), expected)

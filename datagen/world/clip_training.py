@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from compodiff.config import EncoderTrainConfig
 from compodiff.encoders import load_encoder, save_encoder
+from compodiff.seeding import keeps_global_rng
 from datagen.world.language import paraphrase_captions, vocabulary
 
 PREPROCESS = {"mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD),
@@ -41,6 +42,7 @@ def normalise_pixels(images: np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
+@keeps_global_rng  # it seeds torch's global RNG (init, dropout, sampling)
 def train_clip(cfg: EncoderTrainConfig, images: np.ndarray, captions: list[str], image_size: int,
                seed: int, out_dir: str | Path,
                log: Callable[[int, dict], None] | None = None) -> dict:
