@@ -140,8 +140,8 @@ def test_llm_statistics_count_edit_kinds_and_consistency_per_kind(monkeypatch):
         completions.append(L.completion_text(E.instruction(spec, e, rng), out))
         good, n = expected.get(e.kind, (0, 0))
         expected[e.kind] = (good + easy, n + 1)
-    monkeypatch.setattr(L, "generate", lambda *a, **k: completions)
-    monkeypatch.setattr(L, "output_logprob", lambda m, t, c, *a: (np.zeros(len(c)), np.ones(len(c), int)))
+    monkeypatch.setattr(L.triplets, "generate", lambda *a, **k: completions)
+    monkeypatch.setattr(L.triplets, "output_logprob", lambda m, t, c, *a: (np.zeros(len(c)), np.ones(len(c), int)))
     rows, stats = L.llm_triplets(None, None, [str(i) for i in range(12)], captions, {"batch_size": 4}, 0,
                                  consistent=E.consistent, edit_kind=E.edit_kind)
     assert stats["kept"] == 12 and stats["edit_kinds"] == {k: n for k, (_, n) in expected.items()}
@@ -351,7 +351,7 @@ def test_min_output_logprob_drops_the_unlikely_triplets_with_a_counted_reason(tm
     good = seeds[:5]
     bad = [(c, i, o.replace("navy", "teal")) for c, i, o in seeds[5:10]]
     captions = [r[0] for r in good + bad]
-    monkeypatch.setattr(L, "generate", lambda *a, **k: [L.completion_text(i, o) for _, i, o in good + bad])
+    monkeypatch.setattr(L.triplets, "generate", lambda *a, **k: [L.completion_text(i, o) for _, i, o in good + bad])
     truth = set(good)
     check = lambda c, i, o: ((c, i, o) in truth, "")  # noqa: E731
     ids = [str(k) for k in range(10)]
@@ -373,8 +373,8 @@ def test_min_output_logprob_drops_the_unlikely_triplets_with_a_counted_reason(tm
 def test_a_nan_score_fails_the_likelihood_filter(monkeypatch):
     """A broken LM (NaN logits) must not slip its triplets past the threshold: NaN >= x is false."""
     caps = ["a red star on a navy background", "a blue star on a navy background"]
-    monkeypatch.setattr(L, "generate", lambda *a, **k: [L.completion_text("make the star green", "a green star"
+    monkeypatch.setattr(L.triplets, "generate", lambda *a, **k: [L.completion_text("make the star green", "a green star"
                                                                            " on a navy background")] * 2)
-    monkeypatch.setattr(L, "output_logprob", lambda m, t, c, *a: (np.array([np.nan, -0.1]), np.array([7, 7])))
+    monkeypatch.setattr(L.triplets, "output_logprob", lambda m, t, c, *a: (np.array([np.nan, -0.1]), np.array([7, 7])))
     rows, stats = L.llm_triplets(None, None, ["0", "1"], caps, {"batch_size": 2}, 0, min_output_logprob=-1.0)
     assert rows["id"] == ["1:llm"] and stats["rejected"] == {"output log-likelihood below min_output_logprob": 1}
