@@ -7,6 +7,7 @@
   compodiff profile NAME       switch profile: resolve profiles/NAME.yaml (an overlay) into params.yaml
   compodiff docs               regenerate docs/results.md from metrics/ and benchmarks/results/
   compodiff dvc-yaml           regenerate dvc.yaml from the step registry
+  compodiff serve              composed search as an HTTP API and a web page (127.0.0.1:8000)
 """
 
 from __future__ import annotations
@@ -94,6 +95,25 @@ def cmd_docs(args) -> int:
     from orchestration.results_doc import write_results
 
     print(f"wrote {write_results(_root())}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    """The HTTP API and web page over the trained model and the index (orchestration.serving)."""
+    import uvicorn
+
+    from orchestration.serving.app import ServiceSettings, create_app
+    from orchestration.serving.engine import load_engine
+
+    root = _root()
+    b = load_params(root / "params.yaml").benchmark
+    engine = load_engine(root, args.model)
+    settings = ServiceSettings(b.w_image, b.w_text, b.steps, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                               max_upload_bytes=args.max_upload_bytes, max_upload_pixels=args.max_upload_pixels)
+    print(f"serving {args.model or 'data/stage2'} over {engine.size} gallery images on http://{args.host}:{args.port}/"
+          f" (micro-batches of up to {args.max_batch}, {args.max_wait_ms:g} ms)", flush=True)
+    uvicorn.run(create_app(engine, settings, batching=args.max_batch > 1), host=args.host, port=args.port,
+                log_level="warning")
     return 0
 
 
@@ -247,6 +267,16 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_plan)
     p = sub.add_parser("docs", help="regenerate docs/results.md from metrics/ and benchmarks/results/")
     p.set_defaults(func=cmd_docs)
+    p = sub.add_parser("serve", help="composed search as an HTTP API and a web page")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (loopback unless you open it)")
+    p.add_argument("--port", type=_positive, default=8000)
+    p.add_argument("--model", help="models:/compodiff-stage2@champion, or a denoiser checkpoint "
+                                   "(default: the run's data/stage2)")
+    p.add_argument("--max-batch", type=_positive, default=32, help="queries per denoiser pass (1: no batching)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a query waits for others to join")
+    p.add_argument("--max-upload-bytes", type=_positive, default=8 << 20)
+    p.add_argument("--max-upload-pixels", type=_positive, default=4096 * 4096, help="refused before decoding")
+    p.set_defaults(func=cmd_serve)
     p = sub.add_parser("dvc-yaml", help="regenerate dvc.yaml from the step registry")
     p.set_defaults(func=cmd_dvc_yaml)
     p = sub.add_parser("profile", help="switch params.yaml to profiles/NAME.yaml")

@@ -22,6 +22,15 @@ def dvc_binary(root: Path) -> str | None:
     return str(local) if local.exists() else shutil.which("dvc")
 
 
+def in_git(root: Path) -> bool:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=root, capture_output=True, text=True,
+                             timeout=30)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and out.stdout.strip() == "true"
+
+
 def record_in_dvc(root: Path, stages: list[str] | None = None, timeout: float = 900) -> str:
     """Commit ``stages`` (all of dvc.yaml's when None) into dvc.lock; returns what was done, in a line.
 
@@ -31,6 +40,8 @@ def record_in_dvc(root: Path, stages: list[str] | None = None, timeout: float = 
     dvc = dvc_binary(root)
     if dvc is None:
         return "dvc is not installed: dvc.lock not written"
+    if not in_git(root):  # DVC tracks pipelines inside a git work tree (a copied or unpacked tree is not one)
+        return "not inside a git work tree: dvc.lock not written"
     cmd = [dvc, "commit", "--force", "--quiet", *(stages or [])]
     out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:
