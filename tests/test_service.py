@@ -155,3 +155,46 @@ def test_an_index_of_another_encoder_stops_the_start_up(server):
     with pytest.raises(StartupError, match="built from 'ViT-L-14/openai' embeddings"):
         SearchEngine(engine.pipe, GalleryIndex.load(root / "other" / "gallery.faiss"), engine.gallery_png,
                      engine.gallery, engine.encoder_id, 0.0, 0.0)
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").is_file(), reason="Debian's chromium is not installed")
+def test_the_page_in_a_browser_answers_text_negative_and_mask_queries(server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.test_ui import ARGS, CHROMIUM, shots_dir
+
+    url, _ = server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(url, wait_until="load")
+        expect(page.locator("#ref")).to_be_visible()
+        page.fill("#gallery-id", "3")
+        page.click("#load-gallery")
+        page.fill("#instruction", "make the circle red")
+        page.fill("#k", "6")
+
+        def results() -> list[str]:
+            page.click("#search")
+            expect(page.locator("#status")).to_contain_text("results in", timeout=60_000)
+            expect(page.locator("#results figure")).to_have_count(6)
+            expect(page.locator("#baseline figure")).to_have_count(6)
+            return page.locator("#results figcaption").all_inner_texts()
+
+        plain = results()
+        page.fill("#negative", "a blue star")
+        negative = results()
+        assert negative != plain  # the negative text changes what comes back
+        page.check("#use-mask")
+        box = page.locator("#mask").bounding_box()
+        page.mouse.move(box["x"] + 20, box["y"] + 20)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 120, box["y"] + 90, steps=12)
+        page.mouse.up()
+        masked = results()
+        assert masked != negative
+        page.screenshot(path=str(shots_dir(tmp_path) / "service.png"))
+        page.fill("#instruction", " ")
+        page.click("#search")
+        expect(page.locator("#status")).to_contain_text("error in instruction")
+        browser.close()
