@@ -84,10 +84,12 @@ def main() -> int:
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--run", default="", help="what else ran on the machine meanwhile, recorded with the figures")
     ap.add_argument("--out")
     args = ap.parse_args()
     root = Path(args.root).resolve()
-    out = {"run": f"bench_service on {os.cpu_count()} cores", "max_wait_ms": args.max_wait_ms, "settings": []}
+    out = {"run": f"bench_service on {os.cpu_count()} cores" + (f"; {args.run}" if args.run else ""),
+           "max_wait_ms": args.max_wait_ms, "settings": []}
     for batching, max_batch in (("on", args.max_batch), ("off", 1)):
         proc, url = start(root, max_batch, args.max_wait_ms)
         try:
