@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compodiff.config_schema import ConfigError, flatten, from_dict, to_dict
+from compodiff.config_schema import ConfigError, at_least, flatten, from_dict, to_dict
 
 PARAMS_ENV = "COMPODIFF_PARAMS"
 
@@ -209,10 +209,10 @@ class FeaturesConfig:
 
 @dataclass(frozen=True)
 class StageConfig:
-    steps: int
-    batch_size: int  # global batch (split across processes under torchrun)
-    lr: float
-    warmup_steps: int
+    steps: int = field(metadata=at_least(1))
+    batch_size: int = field(metadata=at_least(1))  # global batch (split across processes under torchrun)
+    lr: float = field(metadata=at_least(0, above=True))
+    warmup_steps: int = field(metadata=at_least(0))
     mix: tuple[float, float, float]  # Eq. (1) / Eq. (2) / Eq. (3) shares (stage 1: 1, 0, 0)
     # triplets drawn with weight count(edit kind)^-kind_balance: 0 uniform, 1 every kind equally often;
     # needs the triplets' edit kinds (the world's ground truth), else uniform
@@ -237,7 +237,7 @@ class TrainingConfig:
     ema_decay: float
     grad_clip: float
     bf16: bool  # autocast (GPU, or CPU where supported)
-    checkpoint_every: int
+    checkpoint_every: int = field(metadata=at_least(1))
     text_cache: int  # distinct texts whose token states are kept between steps (0: none)
     stage1: StageConfig
     stage2: StageConfig

@@ -37,7 +37,21 @@ def from_dict(cls, data: Any, where: str = "", source: str = "params"):
                 raise ConfigError(f"{source}: missing key {key}")
             continue
         kwargs[name] = _convert(hints[name], data[name], key, source)
+        _check_range(f, kwargs[name], key, source)
     return cls(**kwargs)
+
+
+def at_least(bound: float, above: bool = False) -> dict:
+    """Field metadata: the value must be >= ``bound`` (> with ``above``); checked when params load."""
+    return {"min": bound, "above": above}
+
+
+def _check_range(f: dataclasses.Field, value, key: str, source: str) -> None:
+    bound = f.metadata.get("min")
+    if bound is None or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    if value < bound or (f.metadata.get("above") and value == bound):
+        raise ConfigError(f"{source}: {key} is {value}; it must be {'>' if f.metadata.get('above') else '>='} {bound}")
 
 
 def to_dict(obj) -> dict:

@@ -56,4 +56,7 @@ def load_features(path: str | Path, dim: int | None = None, encoder: str | None 
         bad = np.flatnonzero(~np.isfinite(a).all(axis=1))
         if bad.size:
             raise FeatureError(f"{path}: {k!r} row {int(bad[0])} is not finite ({bad.size} such rows)")
+    rows = {k: len(v) for k, v in {**arrays, **texts}.items()}
+    if len(set(rows.values())) > 1:  # one row per item in every array and text list, or the file is damaged
+        raise FeatureError(f"{path}: the arrays disagree on the row count {rows}; delete it and rerun its step")
     return arrays, texts, manifest

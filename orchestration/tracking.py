@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,6 +74,27 @@ class StepRun:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
 
+def close_orphans(client, exp_id: str, asset: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of ``asset`` whose process on this host is gone (a killed step leaves
+    its run RUNNING forever otherwise); returns their ids."""
+    host = socket.gethostname()
+    closed = []
+    for run in client.search_runs([exp_id], f"tags.`dagster.asset` = '{asset}' and attributes.status = 'RUNNING'"):
+        tags = run.data.tags
+        if tags.get("compodiff.host") != host or not tags.get("compodiff.pid", "").isdigit():
+            continue
+        try:
+            os.kill(int(tags["compodiff.pid"]), 0)  # still alive: a step running beside this one
+            continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        client.set_terminated(run.info.run_id, "KILLED")
+        closed.append(run.info.run_id)
+    return closed
+
+
 _ACTIVE: contextvars.ContextVar[StepRun | None] = contextvars.ContextVar("compodiff_step_run", default=None)
 
 
@@ -131,6 +154,8 @@ class MLflowTracking(dg.ConfigurableResource):
             "params.hash": params.digest(), "profile": params.profile, **(extra_tags or {}),
         }
         name = f"{asset}[{partition}]" if partition else asset
+        close_orphans(client, exp_id, asset)
+        tags.update({"compodiff.host": socket.gethostname(), "compodiff.pid": str(os.getpid())})
         run = client.create_run(exp_id, run_name=name, tags=tags)
         run_id = run.info.run_id
         handle = StepRun(client, run_id, f"{self.ui()}/#/experiments/{exp_id}/runs/{run_id}")

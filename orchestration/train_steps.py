@@ -13,7 +13,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from compodiff.atomic import write_json
+from compodiff.atomic import atomic_dir, write_json
 from compodiff.checkpoint import load_checkpoint, save_checkpoint
 from compodiff.combiner import Combiner, CombinerSpec, save_combiner, train_combiner
 from compodiff.config import ConfigError
@@ -118,11 +118,12 @@ def train_stage(layout: Layout, stage: str, log: Log = print, on_metrics: Metric
     if triplets is not None and triplets.kind is not None:  # the coverage's last stage: what training draws
         summary["triplet_kind_share"] = triplets.kind_shares()
     if rank == 0:
-        out = layout.stage_dir(stage)
-        out.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(ema.model, out / "denoiser.safetensors", {"stage": stage, "encoder": p.encoder.model})
-        shutil.copyfile(state_dir / "last.pt", out / "training_state.pt")
-        write_json(out / "manifest.json", summary)
+        # the weights, the state and the manifest appear together or not at all: a killed step leaves the
+        # previous output whole
+        with atomic_dir(layout.stage_dir(stage)) as out:
+            save_checkpoint(ema.model, out / "denoiser.safetensors", {"stage": stage, "encoder": p.encoder.model})
+            shutil.copyfile(state_dir / "last.pt", out / "training_state.pt")
+            write_json(out / "manifest.json", summary)
         if stage == "stage2":
             first = layout.stage_dir("stage1") / "manifest.json"
 

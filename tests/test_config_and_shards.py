@@ -37,6 +37,9 @@ def write_params(tmp_path, mutate):
     (lambda d: d.pop("tracking"), "missing key tracking"),
     (lambda d: d["world"].update(pairs_per_shard="many"), "world.pairs_per_shard must be an integer"),
     (lambda d: d["world"].update(shards="s00"), "world.shards must be a list"),
+    (lambda d: d["training"]["stage2"].update(steps=-4), r"training.stage2.steps is -4; it must be >= 1"),
+    (lambda d: d["training"].update(checkpoint_every=0), r"training.checkpoint_every is 0; it must be >= 1"),
+    (lambda d: d["training"]["stage1"].update(lr=0.0), r"training.stage1.lr is 0.0; it must be > 0"),
 ])
 def test_bad_params_name_the_key(tmp_path, mutate, message):
     with pytest.raises(ConfigError, match=message):
@@ -124,3 +127,14 @@ def test_shards_are_deterministic(tmp_path):
     ta, tb = read_shard(tmp_path / "a.parquet"), read_shard(tmp_path / "b.parquet")
     assert ta.column("caption").to_pylist() == tb.column("caption").to_pylist()
     assert np.array_equal(decode_png(ta.column("image_png")[3].as_py()), decode_png(tb.column("image_png")[3].as_py()))
+
+
+def test_a_feature_file_whose_arrays_disagree_on_rows_is_refused_by_name(tmp_path):
+    import numpy as np
+
+    from compodiff.feature_store import FeatureError, load_features, save_features
+
+    path = save_features(tmp_path / "f.npz", {"image": np.zeros((96, 4), np.float32), "mask": np.zeros((10, 2, 2))},
+                         {"caption": ["a"] * 96}, {"kind": "test"})
+    with pytest.raises(FeatureError, match=r"f.npz: the arrays disagree on the row count .*'mask': 10"):
+        load_features(path)

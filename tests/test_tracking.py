@@ -59,3 +59,28 @@ def test_the_run_link_follows_the_tracking_uri(tmp_path):
     local = MLflowTracking(tracking_uri="sqlite:///mlflow.db", root=str(tmp_path), ui_url="http://127.0.0.1:5001")
     with local.step_run("encoder", load_params(ROOT / "profiles" / "tiny.yaml")) as run:
         assert run.url.startswith("http://127.0.0.1:5001/#/experiments/") and run.url.endswith(run.run_id)
+
+
+def test_a_killed_steps_run_is_closed_when_the_step_runs_again(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r})\n"
+            "from compodiff.config import load_params\nfrom orchestration.tracking import MLflowTracking\n"
+            f"t = MLflowTracking(tracking_uri='sqlite:///mlflow.db', root={str(tmp_path)!r})\n"
+            f"with t.step_run('encoder', load_params({str(ROOT / 'profiles' / 'tiny.yaml')!r})):\n"
+            "    print('started', flush=True); time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "started"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    client = mlflow.MlflowClient(resolve_tracking_uri("sqlite:///mlflow.db", tmp_path))
+    tracking = MLflowTracking(tracking_uri="sqlite:///mlflow.db", root=str(tmp_path))
+    (orphan,) = client.search_runs([tracking.ensure_experiment()])
+    assert orphan.info.status == "RUNNING"  # what a kill -9 leaves
+    time.sleep(0.1)
+    with tracking.step_run("encoder", load_params(ROOT / "profiles" / "tiny.yaml")):
+        pass
+    assert client.get_run(orphan.info.run_id).info.status == "KILLED"
