@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import io
 import json
+import posixpath
 import tarfile
 import time
+import warnings
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -48,21 +50,45 @@ def source_path(folder: str | Path, shard: str) -> Path:
     return found[0]
 
 
+UNSAFE = "unsafe member (absolute path, '..' or a link)"
+
+
+def member_key(name: str) -> tuple[str, str] | None:
+    """(sample key, extension) of a tar member name, as WebDataset reads it: ``./a/000.png`` -> (a/000, png).
+    None for an absolute path or one that climbs out with '..' (a hostile archive)."""
+    p = PurePosixPath(posixpath.normpath(name))
+    if p.is_absolute() or ".." in p.parts or "." not in p.name:
+        return None
+    stem, ext = p.name.split(".", 1)
+    return str(p.parent / stem) if str(p.parent) != "." else stem, ext.lower()
+
+
 def read_webdataset(path: Path):
-    """(key, image bytes | None, caption | None) per sample, in the tar's order."""
+    """(key, image bytes | None, caption | None) per sample, in the tar's order; a member with an unsafe
+    name or a link comes back as (name, UNSAFE, None), to be counted and skipped."""
     samples: dict[str, dict] = {}
+    unsafe: list[str] = []
     try:
         with tarfile.open(path) as tar:
             for member in tar:
-                if not member.isfile() or "." not in member.name:
+                if member.issym() or member.islnk():
+                    unsafe.append(member.name)
                     continue
-                key, ext = member.name.split(".", 1)
-                ext = ext.lower()
+                if not member.isfile():
+                    continue
+                parsed = member_key(member.name)
+                if parsed is None:
+                    if posixpath.isabs(member.name) or ".." in PurePosixPath(member.name).parts:
+                        unsafe.append(member.name)
+                    continue
+                key, ext = parsed
                 if ext in IMAGE_EXTS or ext == "txt":
                     data = tar.extractfile(member).read()
                     samples.setdefault(key, {})["txt" if ext == "txt" else "image"] = data
     except (tarfile.TarError, OSError) as err:
         raise SourceError(f"{path}: not a readable tar ({err})") from None
+    for name in unsafe:
+        yield name, UNSAFE, None
     for key, s in samples.items():
         text = s.get("txt")
         yield key, s.get("image"), None if text is None else text.decode("utf-8", errors="replace")
@@ -83,9 +109,21 @@ def read_parquet(path: Path):
     yield from zip(keys, table.column(image_col).to_pylist(), table.column(caption_col).to_pylist())
 
 
+MAX_PIXELS = 8192 * 8192  # a source image larger than this is refused before it is decoded
+
+
+class TooLarge(ValueError):
+    pass
+
+
 def square_image(data: bytes, size: int) -> np.ndarray:
     """Decode, convert to RGB, centre-crop to a square and resize (bicubic), as CLIP preprocessing does."""
-    with Image.open(io.BytesIO(data)) as im:
+    with warnings.catch_warnings():  # PIL's own bomb warning: the limit below is this project's
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(io.BytesIO(data))
+    with im:
+        if im.width * im.height > MAX_PIXELS:  # the header says so: nothing is decoded yet
+            raise TooLarge(f"{im.width}x{im.height} pixels")
         im = im.convert("RGB")
         w, h = im.size
         side = min(w, h)
@@ -120,6 +158,9 @@ def ingest_shard(folder: str | Path, shard: str, out: str | Path, image_size: in
         if max_pairs is not None and len(cols["id"]) >= max_pairs:
             break
         caption = " ".join(text.split()) if isinstance(text, str) else ""
+        if image is UNSAFE:
+            skip(UNSAFE, key)
+            continue
         if image is None:
             skip("no image", key)
             continue
@@ -128,6 +169,9 @@ def ingest_shard(folder: str | Path, shard: str, out: str | Path, image_size: in
             continue
         try:
             pixels = square_image(image, image_size)
+        except TooLarge:
+            skip(f"image over {MAX_PIXELS} pixels", key)
+            continue
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
             skip("image does not decode", key)
             continue

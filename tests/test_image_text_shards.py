@@ -60,6 +60,29 @@ def test_webdataset_shard_is_ingested_with_bad_pairs_counted(tmp_path):
     assert out.stat().st_mtime_ns == before
 
 
+def test_hostile_tars_and_pixel_bombs_are_refused_and_dot_slash_names_kept(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    bomb = io.BytesIO()
+    Image.new("1", (12000, 12000)).save(bomb, format="PNG")  # a few kB that would decode to 144 M pixels
+    with tarfile.open(src / "s.tar", "w") as tar:
+        for name, data in [("./000000.jpg", _jpeg(40, 40, (255, 0, 0))), ("./000000.txt", b"a red square"),
+                           ("../evil.jpg", _jpeg(8, 8, (0, 0, 0))), ("../evil.txt", b"escapes"),
+                           ("/abs.jpg", _jpeg(8, 8, (0, 0, 0))), ("bomb.png", bomb.getvalue()),
+                           ("bomb.txt", b"too many pixels")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("link.jpg")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    m = ingest_shard(src, "s", tmp_path / "out.parquet", image_size=16)
+    assert m["count"] == 1 and read_shard(tmp_path / "out.parquet").to_pydict()["id"] == ["s-000000"]
+    unsafe = "unsafe member (absolute path, '..' or a link)"
+    assert m["skipped_pairs"][unsafe] == 4  # ../evil.jpg, ../evil.txt, /abs.jpg, the link
+    assert m["skipped_pairs"][f"image over {8192 * 8192} pixels"] == 1
+
+
 def test_parquet_shard_and_source_errors(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
