@@ -22,6 +22,7 @@ from compodiff.encoders import load_encoder
 from compodiff.feature_store import load_features
 from compodiff.objectives import PairFeatures, TripletFeatures, kind_balance_weights
 from compodiff.training import TextTokens, TrainSpec, distributed, train_denoiser
+from orchestration.code_deps import code_version
 from orchestration.cores import use_cores
 from orchestration.layout import Layout
 from orchestration.steps import Log
@@ -99,9 +100,9 @@ def train_stage(layout: Layout, stage: str, log: Log = print, on_metrics: Metric
     triplets = load_triplet_features(layout, enc.embed_dim) if spec.mix[2] > 0 else None
     tokens = TextTokens(lambda texts: enc.text_tokens(texts)[0], p.training.text_cache)
     # Outside the output, so a killed run resumes; keyed by every setting, the step count included
-    # (the learning-rate schedule spans the whole run), so a run with other settings starts afresh.
+    # (the learning-rate schedule spans the whole run) and the code, so other settings or code start afresh.
     key = json.dumps({**asdict(spec), "denoiser": cfg.to_dict(), "encoder": p.encoder.model,
-                      "data": _data_digest(layout, stage),
+                      "data": _data_digest(layout, stage), "code": code_version("orchestration.train_steps"),
                       **({"kind_balance": getattr(p.training, stage).kind_balance} if triplets else {})},
                      sort_keys=True)
     state_dir = layout.data / "train_state" / f"{stage}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"

@@ -266,6 +266,7 @@ def dvc_project(tmp_path) -> tuple[Path, dict]:
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], root, env)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], root, env)
     assert (root / ".dvc" / "config").is_file(), "a clone is a DVC repository: .dvc/config is tracked"
+    (Path(env["DAGSTER_HOME"]) / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # as setup.sh
     return root, env
 
 
@@ -293,6 +294,11 @@ def test_dvc_repro_exp_run_metrics_diff_push_and_pull(tmp_path):
     assert (root / "data" / "encoder" / "open_clip_model.safetensors").is_file()
     assert json.loads((root / "metrics" / "benchmark.json").read_text())["compodiff_stage2"]["mAP@10"] >= 0
     assert "up to date" in run([str(DVC), "status"], root, env).lower()
+    # what DVC built is a materialization in the project's Dagster instance, with the step's metadata
+    instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
+    event = instance.get_latest_materialization_event(dg.AssetKey("stage2"))
+    assert event is not None and event.asset_materialization.metadata["orchestrator"].value == "dvc"
+    assert "final_loss" in event.asset_materialization.metadata
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
     run(git + ["add", "-A"], root, env)
     run(git + ["commit", "-qm", "repro"], root, env)
