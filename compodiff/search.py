@@ -36,13 +36,14 @@ def composed_search(pipe: CompoDiffPipeline, index: GalleryIndex, reference_imag
     refs = [masked_reference(im, m, rng) for im, m in zip(reference_images, masks)]
     ref_emb = pipe.encoder.encode_images(refs)
     size = pipe.denoiser.config.mask_size
-    mask_maps = np.stack([np.zeros((size, size)) if m is None else _resize(m, size) for m in masks])
+    mask_maps = np.stack([np.zeros((size, size)) if m is None else resize_mask(m, size) for m in masks])
     target = pipe.compose(ref_emb, texts, negative_texts, mask_maps, w_image=w_image, w_text=w_text, steps=steps,
                           seed=seed, eta=eta, mix_reference=mix_reference)
     return index.search(target.numpy(), k, pipe.encoder.model_id)
 
 
-def _resize(mask: np.ndarray, size: int) -> np.ndarray:
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """A boolean mask at the denoiser's mask size (0/1 floats)."""
     im = Image.fromarray((mask.astype(bool) * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR)
     return (np.asarray(im) > 127).astype(np.float32)
 

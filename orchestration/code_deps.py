@@ -61,6 +61,7 @@ def code_deps(module: str, root: Path = ROOT) -> tuple[str, ...]:
     return tuple(sorted(files))
 
 
+@cache  # per process, as code_deps: the assets of one module share it
 def code_version(module: str, root: Path = ROOT) -> str:
     """A digest of the closure's file contents: what changes when the step's code does."""
     h = hashlib.sha256()

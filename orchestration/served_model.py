@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 
-def _masks(column, n: int) -> np.ndarray | None:
+def _masks(column) -> np.ndarray | None:
     if column is None or all(m is None for m in column):
         return None
     maps = []
@@ -59,7 +59,7 @@ class CompoDiffModel(mlflow.pyfunc.PythonModel):
         texts = [str(t) for t in model_input["instruction"]]
         negatives = [str(n) if n is not None else "" for n in model_input["negative"]] \
             if "negative" in model_input.columns else None
-        masks = _masks(model_input["mask"] if "mask" in model_input.columns else None, len(texts))
+        masks = _masks(model_input["mask"] if "mask" in model_input.columns else None)
         target = self.pipe.compose(ref, texts, negatives, masks, w_image=float(s["w_image"]), w_text=float(s["w_text"]),
                                    steps=int(s["steps"]), seed=int(s["seed"]), eta=float(s["eta"]),
                                    mix_reference=float(s["mix_reference"])).numpy()

@@ -67,7 +67,8 @@ class SearchEngine:
     @torch.no_grad()
     def search(self, queries: list[Query]) -> list[Answer]:
         """Answers in order; queries with the same sampler settings share one batched denoiser pass."""
-        from compodiff.search import _resize, masked_reference
+        from compodiff.evaluation import sum_query
+        from compodiff.search import masked_reference, resize_mask
 
         ref = np.zeros((len(queries), self.gallery.shape[1]), np.float32)
         uploads = [i for i, q in enumerate(queries) if q.image is not None or q.mask is not None]
@@ -83,7 +84,7 @@ class SearchEngine:
             if i not in uploads:
                 ref[i] = self.gallery[q.gallery_id]
         size = self.pipe.denoiser.config.mask_size
-        masks = np.stack([np.zeros((size, size), np.float32) if q.mask is None else _resize(q.mask, size)
+        masks = np.stack([np.zeros((size, size), np.float32) if q.mask is None else resize_mask(q.mask, size)
                           for q in queries])
         text = self.pipe.encoder.encode_text([q.instruction for q in queries]).numpy()
         target = np.zeros_like(ref)
@@ -97,8 +98,8 @@ class SearchEngine:
                                              mix_reference=self.mix_reference).numpy()
         k = max(q.k for q in queries)
         scores, ids = self.index.search(target, k, self.encoder_id)
-        base = ref / np.linalg.norm(ref, axis=1, keepdims=True) + text / np.linalg.norm(text, axis=1, keepdims=True)
-        b_scores, b_ids = self.index.search(base.astype(np.float32), k, self.encoder_id)
+        base = sum_query(torch.from_numpy(ref), torch.from_numpy(text)).numpy()
+        b_scores, b_ids = self.index.search(base, k, self.encoder_id)
         return [Answer(ids[i, :q.k].tolist(), scores[i, :q.k].tolist(), b_ids[i, :q.k].tolist(),
                        b_scores[i, :q.k].tolist()) for i, q in enumerate(queries)]
 
