@@ -310,6 +310,36 @@ class SourcesConfig:
 
 
 @dataclass(frozen=True)
+class TripletSourceConfig:
+    """One public triplet dataset, read from a local copy in its published layout (datagen.image_triplets)."""
+
+    path: str  # the dataset's root (IP2P, MegaPairs, LaSCo annotations, CIRR, FashionIQ) or its shard folder
+    weight: float = field(default=1.0, metadata=at_least(0))  # share of stage-2 draws, beside generated_weight
+    split: str = "train"  # LaSCo: train | val; CIRR and FashionIQ: their training split (Appendix B)
+    corpus: str | None = None  # LaSCo: the COCO 2014 image root (images joined by COCO id)
+    key_map: dict[str, str] | None = None  # SynthTriplets18M: field -> tar member extension ("EXT" or "EXT:json_key")
+    min_scores: dict[str, float] | None = None  # IP2P: the shipped CLIP scores a pair must reach (None: keep all)
+    max_triplets: int | None = None  # read at most this many records (a quick look at a huge source)
+    join: str = "clip4cir"  # FashionIQ: how its two captions make one instruction
+
+
+@dataclass(frozen=True)
+class TripletSourcesConfig:
+    """Public triplet datasets mixed into stage 2 with the project's own filtered triplets (none in the world)."""
+
+    generated_weight: float = field(default=1.0, metadata=at_least(0))  # the generated triplets' share; 0: none
+    max_negatives: int = field(default=3, metadata=at_least(0))  # hard negatives kept per triplet (MegaPairs)
+    records_per_part: int = field(default=10000, metadata=at_least(1))  # converted per output file: the resume unit
+    ip2p: TripletSourceConfig | None = None  # InstructPix2Pix, the zip release's folder layout
+    ip2p_parquet: TripletSourceConfig | None = None  # InstructPix2Pix as the hub's parquet files
+    megapairs: TripletSourceConfig | None = None
+    lasco: TripletSourceConfig | None = None
+    synthtriplets: TripletSourceConfig | None = None  # SynthTriplets18M WebDataset shards
+    cirr: TripletSourceConfig | None = None  # supervised fine-tuning (Appendix B)
+    fashioniq: TripletSourceConfig | None = None
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     tracking_uri: str  # MLflow; relative sqlite paths resolve against the project root
     experiment: str
@@ -334,6 +364,7 @@ class Params:
     checks: ChecksConfig
     tracking: TrackingConfig
     sources: SourcesConfig | None = None  # paper profiles: the real datasets
+    triplet_sources: TripletSourcesConfig = TripletSourcesConfig()
 
     def flat(self) -> dict:
         return flatten(to_dict(self))

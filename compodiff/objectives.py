@@ -46,15 +46,18 @@ class TripletFeatures:
     reversed_instruction: list[str]
     weight: torch.Tensor | None = None  # (M,) sampling weights (kind_balance_weights); None: uniform
     kind: list[str] | None = None  # each triplet's edit kind, where the data knows it
+    source: list[str] | None = None  # each triplet's source: "generated" or a public dataset (triplet_sources)
 
     def kind_shares(self) -> dict[str, float]:
         """The share of the drawn triplets that each edit kind is expected to take under the weights."""
-        if self.kind is None:
-            return {}
-        w = self.weight if self.weight is not None else torch.ones(len(self.kind), dtype=torch.float64)
+        return self.shares(self.kind) if self.kind is not None else {}
+
+    def shares(self, labels: list[str]) -> dict[str, float]:
+        """The share of the drawn triplets that each label takes under the weights."""
+        w = self.weight if self.weight is not None else torch.ones(len(labels), dtype=torch.float64)
         total = float(w.sum())
         shares: dict[str, float] = {}
-        for k, x in zip(self.kind, w.tolist()):
+        for k, x in zip(labels, w.tolist()):
             shares[k] = shares.get(k, 0.0) + x / total
         return dict(sorted(shares.items()))
 
@@ -72,6 +75,28 @@ def kind_balance_weights(kinds: list[str], balance: float) -> torch.Tensor | Non
         return None
     _, inverse, counts = np.unique(np.asarray(kinds), return_inverse=True, return_counts=True)
     return torch.from_numpy(counts[inverse].astype(np.float64) ** -balance)
+
+
+def source_mix_weights(sources: list[str], weights: dict[str, float],
+                       within: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Per-triplet sampling weights under which source ``s`` takes weights[s] / sum(weights) of the draws,
+    a triplet inside its source drawn by ``within`` (the kind balance) or uniformly.
+
+    ``within`` unchanged (None: uniform) when the triplets come from one source."""
+    names = list(dict.fromkeys(sources))
+    if len(names) <= 1:
+        return within
+    missing = [n for n in names if n not in weights]
+    if missing:
+        raise ValueError(f"no mix weight for triplet source(s) {missing}")
+    w = within.double() if within is not None else torch.ones(len(sources), dtype=torch.float64)
+    src = np.asarray(sources)
+    total = sum(weights[n] for n in names)
+    out = torch.empty_like(w)
+    for n in names:
+        sel = torch.from_numpy(src == n)
+        out[sel] = w[sel] / w[sel].sum() * (weights[n] / total)
+    return out
 
 
 @dataclass

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import io
 import json
-import posixpath
-import tarfile
 import time
 import warnings
 from collections import Counter
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -28,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from compodiff.atomic import write_json
 from compodiff.errors import InputError
 from datagen.shards import encode_png, is_complete, write_shard
+from datagen.tar_samples import TarError, iter_samples
 
 SOURCE_EXTS = ("tar", "parquet")  # one source file per shard: <shard>.tar or <shard>.parquet
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -53,45 +52,19 @@ def source_path(folder: str | Path, shard: str) -> Path:
 UNSAFE = "unsafe member (absolute path, '..' or a link)"
 
 
-def member_key(name: str) -> tuple[str, str] | None:
-    """(sample key, extension) of a tar member name, as WebDataset reads it: ``./a/000.png`` -> (a/000, png).
-    None for an absolute path or one that climbs out with '..' (a hostile archive)."""
-    p = PurePosixPath(posixpath.normpath(name))
-    if p.is_absolute() or ".." in p.parts or "." not in p.name:
-        return None
-    stem, ext = p.name.split(".", 1)
-    return str(p.parent / stem) if str(p.parent) != "." else stem, ext.lower()
-
-
 def read_webdataset(path: Path):
     """(key, image bytes | None, caption | None) per sample, in the tar's order; a member with an unsafe
     name or a link comes back as (name, UNSAFE, None), to be counted and skipped."""
-    samples: dict[str, dict] = {}
-    unsafe: list[str] = []
     try:
-        with tarfile.open(path) as tar:
-            for member in tar:
-                if member.issym() or member.islnk():
-                    unsafe.append(member.name)
-                    continue
-                if not member.isfile():
-                    continue
-                parsed = member_key(member.name)
-                if parsed is None:
-                    if posixpath.isabs(member.name) or ".." in PurePosixPath(member.name).parts:
-                        unsafe.append(member.name)
-                    continue
-                key, ext = parsed
-                if ext in IMAGE_EXTS or ext == "txt":
-                    data = tar.extractfile(member).read()
-                    samples.setdefault(key, {})["txt" if ext == "txt" else "image"] = data
-    except (tarfile.TarError, OSError) as err:
-        raise SourceError(f"{path}: not a readable tar ({err})") from None
-    for name in unsafe:
-        yield name, UNSAFE, None
-    for key, s in samples.items():
-        text = s.get("txt")
-        yield key, s.get("image"), None if text is None else text.decode("utf-8", errors="replace")
+        for key, sample in iter_samples(path, lambda ext: ext in IMAGE_EXTS or ext == "txt", strict=False):
+            if sample is None:
+                yield key, UNSAFE, None
+                continue
+            image = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
+            text = sample.get("txt")
+            yield key, image, None if text is None else text.decode("utf-8", errors="replace")
+    except TarError as err:
+        raise SourceError(str(err)) from None
 
 
 def read_parquet(path: Path):

@@ -73,9 +73,10 @@ def step_asset(params, name: str, fn, group: str, description: str, artifact=Non
 
 
 def sharded_asset(params, name: str, partitions, run_shards, group: str, description: str,
-                  totals: tuple[str, ...]) -> dg.AssetsDefinition:
+                  totals: tuple[str, ...], per_partition: bool = False) -> dg.AssetsDefinition:
     """A shard-partitioned asset: one run materializes any range of shards (single-run backfill);
-    ``run_shards(layout, keys, log)`` returns one manifest per shard, ``totals`` are summed over them."""
+    ``run_shards(layout, keys, log)`` returns one manifest per shard, ``totals`` are summed over them.
+    ``per_partition``: each partition's numbers too, as ``<partition>.<name>`` (a few partitions only)."""
 
     @dg.asset(name=name, partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run(),
               deps=registry.upstream(name),
@@ -88,6 +89,8 @@ def sharded_asset(params, name: str, partitions, run_shards, group: str, descrip
         with tracking.step_run(name, layout.params, context.run.run_id, ",".join(keys)) as run:
             manifests = run_shards(layout, keys, progress(context))
             total = {k: sum(m[k] for m in manifests) for k in totals}
+            if per_partition:
+                total.update({f"{key}.{k}": v for key, m in zip(keys, manifests) for k, v in _numbers(m).items()})
             run.log_metrics(total)
         return dg.MaterializeResult(metadata={**total, "shards": keys, **table_metadata(layout, name, keys),
                                               "mlflow_run": dg.MetadataValue.url(run.url)})

@@ -13,12 +13,12 @@ from types import SimpleNamespace
 import dagster as dg
 
 from compodiff.config import load_params
-from orchestration.assets import caption_triplets, evaluation, image_pairs, training, world
+from orchestration.assets import caption_triplets, evaluation, image_pairs, training, triplet_sources, world
 from orchestration.checks import CHECKS
 from orchestration.resources import ProjectResource, project_root
 from orchestration.tracking import MLflowTracking
 
-GROUPS = (world, caption_triplets, image_pairs, training, evaluation)
+GROUPS = (world, caption_triplets, image_pairs, triplet_sources, training, evaluation)
 
 
 def executor(name: str):
@@ -54,8 +54,11 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
                                                                               "image_pairs")),
             dg.define_asset_job("train", selection=dg.AssetSelection.groups("training")),
             dg.define_asset_job("evaluate", selection=dg.AssetSelection.groups("evaluation")),
-            # a job holds one partitioning: real_benchmark (partitioned by benchmark) runs on its own
-            dg.define_asset_job("all", selection=dg.AssetSelection.all() - dg.AssetSelection.assets("real_benchmark"))]
+            dg.define_asset_job("triplet_sources", selection=dg.AssetSelection.groups("triplet_sources")),
+            # a job holds one partitioning: real_benchmark (by benchmark) and image_triplets (by source) run on
+            # their own
+            dg.define_asset_job("all", selection=dg.AssetSelection.all()
+                                - dg.AssetSelection.assets("real_benchmark", "image_triplets"))]
     resources = {
         "project": ProjectResource(root=str(root), params_file=params_file),
         "tracking": MLflowTracking(tracking_uri=params.tracking.tracking_uri,

@@ -5,6 +5,7 @@ on the fly in training."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from datagen.shards import decode_png, read_shard
 from orchestration.cores import cores
 from orchestration.layout import Layout
 from orchestration.pair_steps import IMAGE_EMBEDDINGS
+from orchestration.registry import TRIPLET_SOURCES
 from orchestration.steps import Log, check_shard, in_processes
 
 
@@ -95,32 +97,71 @@ def _filtered_embeddings(layout: Layout, ids: list[str], dim: int):
     return arrays["reference"], arrays["target"]
 
 
+TRIPLET_COLUMNS = ["id", "triplet_id", "instruction", "method", "template_id", "source_keyword", "target_keyword",
+                   "edit_kind", "reference_png", "target_png"]
+
+
+def triplet_tables(layout: Layout) -> list[tuple[str, Path]]:
+    """(source, parquet file) of every triplet set stage 2 draws from: the generated triplets, then each
+    configured public source with a positive weight (triplet_sources), in that order."""
+    ts = layout.params.triplet_sources
+    tables = []
+    if ts.generated_weight > 0:
+        src = layout.filtered_triplets / "pairs.parquet"
+        if not src.is_file():
+            raise FileNotFoundError(f"triplet_features needs filtered_triplets first; missing: {src}")
+        tables.append(("generated", src))
+    for name in TRIPLET_SOURCES:
+        cfg = getattr(ts, name)
+        if cfg is None or cfg.weight == 0:
+            continue
+        parts = sorted(layout.image_triplets(name).glob("part-*.parquet"))
+        if not parts:
+            raise FileNotFoundError(f"triplet_features needs image_triplets[{name}] first; no parts in "
+                                    f"{layout.image_triplets(name)}")
+        tables += [(name, part) for part in parts]
+    if not tables:
+        raise ConfigError("triplet_sources: every weight is 0 (generated_weight and each source's): "
+                          "nothing to train on")
+    return tables
+
+
+def _encode(enc, layout: Layout, src: Path, t: dict, column: str) -> np.ndarray:
+    images = np.stack([decode_png(b, f"{src}:{i}") for b, i in zip(t[column], t["id"])])
+    return enc.encode_images(images, batch_size=layout.params.features.batch_size).numpy()
+
+
 def triplet_features(layout: Layout, log: Log = print) -> dict:
-    """Reference and target image embeddings of every filtered triplet, with both instructions."""
+    """Reference and target image embeddings of every triplet stage 2 trains on (the filtered generated
+    triplets and the public sources of triplet_sources), with both instructions and each one's source."""
     p = layout.params
-    src = layout.filtered_triplets / "pairs.parquet"
-    if not src.is_file():
-        raise FileNotFoundError(f"triplet_features needs filtered_triplets first; missing: {src}")
     t0 = time.perf_counter()
-    t = read_shard(src, ["id", "triplet_id", "instruction", "method", "template_id", "source_keyword",
-                         "target_keyword", "edit_kind", "reference_png", "target_png"]).to_pydict()
-    if not t["id"]:
-        raise ValueError(f"{src} holds no pairs: the CLIP filter kept nothing, so there is nothing to train on")
     enc = load_encoder(p.encoder.model, p.encoder.pretrained, root=layout.root)
-    ref, tgt = _filtered_embeddings(layout, t["id"], enc.embed_dim)
-    if ref is None:  # filtered by an older version, or the file is damaged: encode the images again
-        ref = enc.encode_images(np.stack([decode_png(b, f"{src}:{i}") for b, i in zip(t["reference_png"], t["id"])]),
-                                batch_size=p.features.batch_size).numpy()
-        tgt = enc.encode_images(np.stack([decode_png(b, f"{src}:{i}") for b, i in zip(t["target_png"], t["id"])]),
-                                batch_size=p.features.batch_size).numpy()
+    refs, tgts, texts = [], [], {k: [] for k in ("id", "triplet_id", "instruction", "reversed_instruction", "method",
+                                                "edit_kind", "source")}
     bi = p.training.bidirectional
-    reverse = [reversed_instruction(m, ins, tid, s, g, bi.reverse_prefix) for m, ins, tid, s, g in zip(
-        t["method"], t["instruction"], t["template_id"], t["source_keyword"], t["target_keyword"])]
+    for source, src in triplet_tables(layout):
+        t = read_shard(src, TRIPLET_COLUMNS).to_pydict()
+        if not t["id"]:
+            if source == "generated":
+                raise ValueError(f"{src} holds no pairs: the CLIP filter kept nothing, so there is nothing to train on")
+            continue
+        ref, tgt = _filtered_embeddings(layout, t["id"], enc.embed_dim) if source == "generated" else (None, None)
+        if ref is None:  # a public source, or filtered by an older version: encode the images
+            ref, tgt = _encode(enc, layout, src, t, "reference_png"), _encode(enc, layout, src, t, "target_png")
+        refs.append(ref)
+        tgts.append(tgt)
+        texts["reversed_instruction"] += [
+            reversed_instruction(m, ins, tid, s, g, bi.reverse_prefix) for m, ins, tid, s, g
+            in zip(t["method"], t["instruction"], t["template_id"], t["source_keyword"], t["target_keyword"])]
+        for k in ("id", "triplet_id", "instruction", "method"):
+            texts[k] += t[k]
+        texts["edit_kind"] += [k or "unknown" for k in t["edit_kind"]]  # unknown: no world truth
+        texts["source"] += [source] * len(t["id"])
+    ref, tgt = np.concatenate(refs), np.concatenate(tgts)
+    per_source = {s: texts["source"].count(s) for s in dict.fromkeys(texts["source"])}
     manifest = {"kind": "triplet_features", "encoder": p.encoder.model, "dim": int(ref.shape[1]),
-                "count": len(t["id"]), "seconds": time.perf_counter() - t0}
-    save_features(layout.triplet_features, {"reference": ref, "target": tgt},
-                  {"id": t["id"], "triplet_id": t["triplet_id"], "instruction": t["instruction"],
-                   "reversed_instruction": reverse, "method": t["method"],
-                   "edit_kind": [k or "unknown" for k in t["edit_kind"]]}, manifest)  # unknown: no world truth
-    log(f"triplet_features: {len(t['id'])} triplets, dim {ref.shape[1]} ({manifest['seconds']:.1f}s)")
-    return manifest
+                "count": len(texts["id"]), "per_source": per_source, "seconds": time.perf_counter() - t0}
+    save_features(layout.triplet_features, {"reference": ref, "target": tgt}, texts, manifest)
+    log(f"triplet_features: {len(texts['id'])} triplets {per_source}, dim {ref.shape[1]} ({manifest['seconds']:.1f}s)")
+    return {**manifest, **{f"count.{s}": n for s, n in per_source.items()}}

@@ -72,6 +72,10 @@ class Layout:
     def filter_metrics(self) -> Path:
         return self.metrics / "filter.json"
 
+    # --- public triplet datasets (datagen.image_triplets) ---
+    def image_triplets(self, source: str) -> Path:
+        return self.data / "image_triplets" / source
+
     # --- features and training (paper 3.2, 5.1) ---
     def pair_features(self, shard: str) -> Path:
         return self.data / "pair_features" / f"{shard}.npz"

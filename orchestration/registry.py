@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 SHARDS = "${world.shards}"  # fan out over params' world.shards (the Dagster partitions)
 REAL_BENCHMARKS = ("fashioniq", "cirr", "circo", "genecis")  # real_benchmark's partitions
+# image_triplets' partitions: datagen.image_triplets.SOURCES (not imported: the registry stays import-light)
+TRIPLET_SOURCES = ("ip2p", "ip2p_parquet", "megapairs", "lasco", "synthtriplets", "cirr", "fashioniq")
 # what every training step reads of the training section (its stage and bi-directional rows come on top)
 TRAINING_COMMON = ("training.denoiser", "training.threads", "training.condition_dropout", "training.weight_decay",
                    "training.ema_decay", "training.grad_clip", "training.bf16", "training.checkpoint_every",
@@ -81,18 +83,20 @@ STEPS: tuple[Step, ...] = (
     Step("pair_features", "feature_steps", "pair_features", (f"{D}/world_pairs/${{item}}.parquet", f"{D}/encoder"),
          (f"{D}/pair_features/${{item}}.npz",), ("seed", "world.image_size", "encoder.model", "features"),
          shards=SHARDS, pool="gpu"),
-    Step("triplet_features", "feature_steps", "triplet_features", (f"{D}/filtered_triplets", f"{D}/encoder"),
-         (f"{D}/triplet_features.npz",), ("encoder.model", "features", "training.bidirectional.reverse_prefix"),
-         pool="gpu"),
+    Step("image_triplets", "triplet_source_steps", "image_triplets", (), (f"{D}/image_triplets/${{item}}",),
+         ("seed", "world.image_size", "triplet_sources"), shards=TRIPLET_SOURCES),
+    Step("triplet_features", "feature_steps", "triplet_features",
+         (f"{D}/filtered_triplets", f"{D}/image_triplets", f"{D}/encoder"), (f"{D}/triplet_features.npz",),
+         ("encoder.model", "features", "training.bidirectional.reverse_prefix", "triplet_sources"), pool="gpu"),
     Step("stage1", "train_steps", "stage1", (f"{D}/pair_features", f"{D}/encoder"), (f"{D}/stage1",),
          ("seed", *TRAINING_COMMON, "training.stage1"), training=True, pool="gpu"),
     Step("stage2", "train_steps", "stage2",
          (f"{D}/stage1", f"{D}/pair_features", f"{D}/triplet_features.npz", f"{D}/encoder"), (f"{D}/stage2",),
-         ("seed", *TRAINING_COMMON, "training.stage2", "training.bidirectional"),
+         ("seed", *TRAINING_COMMON, "training.stage2", "training.bidirectional", "triplet_sources"),
          records=(f"{M}/training.json",), training=True, pool="gpu"),
     Step("combiner", "train_steps", "combiner", (f"{D}/triplet_features.npz", f"{D}/encoder"), (f"{D}/combiner",),
          ("seed", "combiner", "training.threads", "training.bidirectional.alpha", "training.stage2.kind_balance",
-          "encoder.model", "encoder.pretrained"),
+          "encoder.model", "encoder.pretrained", "triplet_sources"),
          records=(f"{M}/combiner.json",), training=True, pool="gpu"),
     Step("world_benchmark", "eval_steps", "world_benchmark", (), (f"{D}/world_benchmark",),
          ("seed", "world.image_size", "world.max_objects", "benchmark.queries_per_type", "benchmark.true_targets",

@@ -13,13 +13,13 @@ from compodiff.config import ConfigError
 from datagen.world.pairs import write_pairs_shard
 from orchestration.cores import cores
 from orchestration.layout import Layout
-from orchestration.registry import REAL_BENCHMARKS
+from orchestration.registry import REAL_BENCHMARKS, TRIPLET_SOURCES
 
 Log = Callable[[str], None]
 
 
 def check_shard(layout: Layout, shard: str) -> None:
-    if shard in REAL_BENCHMARKS:
+    if shard in REAL_BENCHMARKS or shard in TRIPLET_SOURCES:
         return
     shards = layout.params.world.shards
     if shard not in shards:

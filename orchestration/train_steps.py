@@ -20,11 +20,12 @@ from compodiff.config import ConfigError
 from compodiff.denoiser import CompoDiffDenoiser, preset
 from compodiff.encoders import load_encoder
 from compodiff.feature_store import load_features
-from compodiff.objectives import PairFeatures, TripletFeatures, kind_balance_weights
+from compodiff.objectives import PairFeatures, TripletFeatures, kind_balance_weights, source_mix_weights
 from compodiff.training import TextTokens, TrainSpec, distributed, train_denoiser
 from orchestration.code_deps import code_version
 from orchestration.cores import use_cores
 from orchestration.layout import Layout
+from orchestration.registry import TRIPLET_SOURCES
 from orchestration.steps import Log
 
 Metrics = Callable[[int, dict], None]
@@ -51,10 +52,18 @@ def load_triplet_features(layout: Layout, dim: int) -> TripletFeatures:
     if balance and "edit_kind" not in texts:
         raise ConfigError(f"training.stage2.kind_balance {balance} needs the triplets' edit kinds, which "
                           f"{layout.triplet_features} lacks (written by an older triplet_features): rerun it")
+    weight = kind_balance_weights(texts["edit_kind"], balance) if balance else None
+    if "source" in texts:  # the sources mixed at their weights (triplet_sources)
+        ts = layout.params.triplet_sources
+        mix = {"generated": ts.generated_weight,
+               **{n: getattr(ts, n).weight for n in TRIPLET_SOURCES if getattr(ts, n) is not None}}
+        try:
+            weight = source_mix_weights(texts["source"], mix, weight)
+        except ValueError as err:
+            raise ConfigError(f"{layout.triplet_features}: {err} in triplet_sources; rerun triplet_features") from None
     return TripletFeatures(torch.from_numpy(arrays["reference"]), torch.from_numpy(arrays["target"]),
-                           texts["instruction"], texts["reversed_instruction"],
-                           kind_balance_weights(texts["edit_kind"], balance) if balance else None,
-                           texts.get("edit_kind"))
+                           texts["instruction"], texts["reversed_instruction"], weight, texts.get("edit_kind"),
+                           texts.get("source"))
 
 
 def _spec(layout: Layout, stage: str) -> TrainSpec:
@@ -103,7 +112,8 @@ def train_stage(layout: Layout, stage: str, log: Log = print, on_metrics: Metric
     # (the learning-rate schedule spans the whole run) and the code, so other settings or code start afresh.
     key = json.dumps({**asdict(spec), "denoiser": cfg.to_dict(), "encoder": p.encoder.model,
                       "data": _data_digest(layout, stage), "code": code_version("orchestration.train_steps"),
-                      **({"kind_balance": getattr(p.training, stage).kind_balance} if triplets else {})},
+                      **({"kind_balance": getattr(p.training, stage).kind_balance} if triplets else {}),
+                      **({"triplet_mix": triplets.shares(triplets.source)} if triplets and triplets.source else {})},
                      sort_keys=True)
     state_dir = layout.data / "train_state" / f"{stage}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
@@ -118,6 +128,8 @@ def train_stage(layout: Layout, stage: str, log: Log = print, on_metrics: Metric
                     "denoiser": p.training.denoiser, "parameters": sum(x.numel() for x in model.parameters())})
     if triplets is not None and triplets.kind is not None:  # the coverage's last stage: what training draws
         summary["triplet_kind_share"] = triplets.kind_shares()
+    if triplets is not None and triplets.source is not None:
+        summary["triplet_source_share"] = triplets.shares(triplets.source)
     if rank == 0:
         # the weights, the state and the manifest appear together or not at all: a killed step leaves the
         # previous output whole
