@@ -217,6 +217,9 @@ class StageConfig:
     # triplets drawn with weight count(edit kind)^-kind_balance: 0 uniform, 1 every kind equally often;
     # needs the triplets' edit kinds (the world's ground truth), else uniform
     kind_balance: float = 0.0
+    # stage 2 starts from these weights (a denoiser .safetensors, relative to the project root) instead of
+    # stage 1's: Appendix B fine-tunes the zero-shot stage-2 model on a benchmark's training split
+    init: str | None = None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@
   compodiff run STEP [--shard] one step, as the DVC stages call it
   compodiff search --text T    composed search over the indexed gallery (--sheet writes a contact sheet)
   compodiff plan [--profile N] dry run of a profile: models, datasets, steps, expected sizes
+  compodiff triplet-keys TAR   the members of a triplet tar shard's first samples (to write a key map)
   compodiff profile NAME       switch profile: resolve profiles/NAME.yaml (an overlay) into params.yaml
   compodiff docs               regenerate docs/results.md from metrics/ and benchmarks/results/
   compodiff dvc-yaml           regenerate dvc.yaml from the step registry
@@ -252,6 +253,18 @@ def _print_headline(root: Path) -> None:
     print(f"  .venv/bin/mlflow ui --backend-store-uri sqlite:///{root}/mlflow.db -h 127.0.0.1 -p 5000   # runs")
 
 
+def cmd_triplet_keys(args) -> int:
+    from datagen.image_triplets.synthtriplets import list_keys
+
+    for key, members in list_keys(args.shard, args.samples):
+        print(key)
+        for ext, what in members.items():
+            print(f"  {ext:24s} {what}")
+    print("map them in triplet_sources.synthtriplets.key_map: reference, target, instruction "
+          "[, source_caption, target_caption] -> EXT or EXT:json_field")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="compodiff", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -282,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("plan", help="dry run: resolve a profile, check its models and data, print the steps")
     p.add_argument("--profile", help="profiles/NAME.yaml (default: params.yaml)")
     p.set_defaults(func=cmd_plan)
+    p = sub.add_parser("triplet-keys", help="list the members of a WebDataset shard's first samples")
+    p.add_argument("shard", help="a .tar shard (SynthTriplets18M)")
+    p.add_argument("--samples", type=_positive, default=3)
+    p.set_defaults(func=cmd_triplet_keys)
     p = sub.add_parser("docs", help="regenerate docs/results.md from metrics/ and benchmarks/results/")
     p.set_defaults(func=cmd_docs)
     p = sub.add_parser("serve", help="composed search as an HTTP API and a web page")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from compodiff.config import Params, load_params
 from compodiff.denoiser import preset
+from compodiff.errors import InputError
 from datagen.image_text_shards import SOURCE_EXTS
 
 HUB = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
@@ -81,6 +82,28 @@ def datasets(p: Params, root: Path) -> list[tuple[str, str, str, bool]]:
     return out
 
 
+def triplet_sources(p: Params, root: Path) -> list[tuple[str, str, str, bool]]:
+    """Each configured public triplet source: its paths, and its record count from the annotations."""
+    from datagen.image_triplets import SOURCES, resolved
+    from datagen.image_triplets.counts import count, paths
+
+    out = []
+    for name in SOURCES:
+        cfg = getattr(p.triplet_sources, name)
+        if cfg is None:
+            continue
+        missing = [f"{what} {path}" for what, path in paths(name, cfg)
+                   if not (path if path.is_absolute() else root / path).exists()]
+        if missing:
+            out.append((f"{name} (weight {cfg.weight:g})", cfg.path, "MISSING " + ", ".join(missing), False))
+            continue
+        try:
+            out.append((f"{name} (weight {cfg.weight:g})", cfg.path, count(name, resolved(cfg, root)), True))
+        except InputError as err:
+            out.append((f"{name} (weight {cfg.weight:g})", cfg.path, f"UNREADABLE: {err}", False))
+    return out
+
+
 def _shard_files(ref: str, root: Path, shards: tuple[str, ...]) -> tuple[str, bool]:
     """world_pairs ingests one source file per shard (``datagen.image_text_shards.source_path``)."""
     path = Path(ref) if Path(ref).is_absolute() else root / ref
@@ -129,7 +152,13 @@ def plan(root: Path, profile: str | None) -> int:
     p = load_params(params_file)
     print(f"profile {p.profile} ({params_file}) resolves: {len(p.flat())} parameters, digest {p.digest()}\n")
     problems = 0
-    for title, rows in (("models", models(p, root)), ("datasets", datasets(p, root))):
+    init = p.training.stage2.init
+    if init:  # a fine-tune starts from weights that must be there
+        rows = [("stage-2 initial weights", init, *_exists(init, root))]
+    sections = [("models", models(p, root) + (rows if init else [])), ("datasets", datasets(p, root))]
+    sections.append(("triplet sources (generated triplets weigh "
+                     f"{p.triplet_sources.generated_weight:g})", triplet_sources(p, root)))
+    for title, rows in sections:
         print(f"{title}:")
         for what, ref, status, ok in rows:
             print(f"  {'ok ' if ok else '!! '} {what:26s} {ref:45s} {status}")
@@ -139,11 +168,13 @@ def plan(root: Path, profile: str | None) -> int:
     graph = project.defs.resolve_asset_graph()
     sizes = expected(p)
     print(f"steps ({len(project.assets)}, dependency order; sharded steps fan out over {len(p.world.shards)} "
-          "shards):")
+          "shards, image_triplets over its sources, real_benchmark over the benchmarks):")
     for key in graph.toposorted_asset_keys:
         name = key.to_user_string()
         asset = next(a for a in project.assets if key in a.keys)
-        shards = f"[{len(p.world.shards)} shards]" if asset.partitions_def is not None else ""
+        keys = asset.partitions_def.get_partition_keys() if asset.partitions_def is not None else []
+        shards = ("" if not keys else f"[{len(keys)} shards]" if keys == list(p.world.shards)
+                  else f"[{len(keys)} parts]")
         print(f"  {name:20s} {shards:12s} {sizes.get(name, '')}")
     print(f"\n{problems} item(s) not available here" if problems else "\neverything is available")
     return 1 if problems else 0

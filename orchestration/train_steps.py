@@ -74,12 +74,17 @@ def _spec(layout: Layout, stage: str) -> TrainSpec:
                      t.bidirectional.alpha if (stage == "stage2" and t.bidirectional.enabled) else 0.0)
 
 
+def _stage2_init(layout: Layout):
+    init = layout.params.training.stage2.init
+    return layout.root / init if init else layout.stage_dir("stage1") / "denoiser.safetensors"
+
+
 def _data_digest(layout: Layout, stage: str) -> str:
     """The training data's identity: new features (another filter, more pairs) mean a new run."""
     h = hashlib.sha256()
     files = [layout.pair_features(s) for s in layout.params.world.shards]
     if stage != "stage1":
-        files += [layout.triplet_features, layout.stage_dir("stage1") / "denoiser.safetensors"]
+        files += [layout.triplet_features, _stage2_init(layout)]
     for f in files:
         if f.is_file():
             with open(f, "rb") as fh:
@@ -97,10 +102,11 @@ def train_stage(layout: Layout, stage: str, log: Log = print, on_metrics: Metric
     if stage == "stage1":
         torch.manual_seed(p.seed)
         model = CompoDiffDenoiser(cfg)
-    else:  # stage 2 fine-tunes stage 1's EMA weights
-        init = layout.stage_dir("stage1") / "denoiser.safetensors"
+    else:  # stage 2 fine-tunes stage 1's EMA weights, or the weights training.stage2.init names
+        init = _stage2_init(layout)
         if not init.is_file():
-            raise FileNotFoundError(f"stage2 starts from stage1's weights; missing: {init}")
+            what = "training.stage2.init" if p.training.stage2.init else "stage1"
+            raise FileNotFoundError(f"stage2 starts from {what}'s weights; missing: {init}")
         model = load_checkpoint(init)
         if model.config != cfg:
             raise ConfigError(f"stage1 weights {init} are a {model.config} denoiser; this profile builds {cfg}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from compodiff.atomic import atomic_dir, write_json
 from compodiff.config import ConfigError
-from datagen.image_triplets import SOURCES, read_source
+from datagen.image_triplets import SOURCES, read_source, resolved
 from datagen.image_triplets.convert import convert
 from orchestration.layout import Layout
 from orchestration.steps import Log
@@ -25,6 +25,7 @@ def image_triplets(layout: Layout, source: str, log: Log = print) -> dict:
         log(f"image_triplets[{source}]: not configured (triplet_sources.{source})")
         return {"source": source, "configured": False, "read": 0, "kept": 0}
     t = p.triplet_sources
+    cfg = resolved(cfg, layout.root)
     identity = {"path": cfg.path, "split": cfg.split, "corpus": cfg.corpus, "key_map": cfg.key_map,
                 "join": cfg.join, "seed": p.seed}
     result = convert(source, read_source(source, cfg, p.seed), out, p.world.image_size, t.max_negatives,

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ["world_pairs", "caption_pool", "encoder", "keyword_triplets", "llm_adapter", "llm_triplets",
           "caption_triplets", "image_pairs", "filtered_triplets", "pair_features", "triplet_features", "stage1",
           "stage2", "combiner", "world_benchmark", "gallery_features", "faiss_index", "benchmark_metrics",
-          "champion", "ablations", "real_benchmark"]
+          "champion", "ablations", "real_benchmark", "image_triplets"]
 DVC = ROOT / ".venv-dvc" / "bin" / "dvc"
 DAGSTER = ROOT / ".venv" / "bin" / "dagster"
 

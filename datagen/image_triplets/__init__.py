@@ -4,12 +4,21 @@ shards, so ``triplet_features`` and ``stage2`` train on them as on the generated
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 
 from datagen.image_triplets import ip2p, lasco, megapairs, supervised, synthtriplets
 from datagen.image_triplets.record import Skip, Triplet
 
 SOURCES = ("ip2p", "ip2p_parquet", "megapairs", "lasco", "synthtriplets", "cirr", "fashioniq")
+
+
+def resolved(cfg, root: Path):
+    """``cfg`` with its relative paths taken from the project root (where DVC and Dagster run steps)."""
+    def absolute(ref):
+        return ref if ref is None or Path(ref).is_absolute() else str(Path(root) / ref)
+    return dataclasses.replace(cfg, path=absolute(cfg.path), corpus=absolute(cfg.corpus))
 
 
 def read_source(name: str, cfg, seed: int) -> Iterator[Triplet | Skip]:
@@ -28,4 +37,4 @@ def read_source(name: str, cfg, seed: int) -> Iterator[Triplet | Skip]:
     return readers[name]()
 
 
-__all__ = ["SOURCES", "Skip", "Triplet", "read_source"]
+__all__ = ["SOURCES", "Skip", "Triplet", "read_source", "resolved"]
