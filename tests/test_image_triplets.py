@@ -159,3 +159,15 @@ def test_sources_are_drawn_at_their_mix_weights():
     assert source_mix_weights(["ip2p"] * 5, {"ip2p": 2.0}) is None  # one source: uniform, as before
     with pytest.raises(ValueError, match="no mix weight"):
         source_mix_weights(sources, {"generated": 1.0})
+
+
+def test_an_image_of_the_shards_size_keeps_its_bytes_and_a_truncated_one_is_counted(tmp_path):
+    root = fx.ip2p_folder(tmp_path / "ip2p", prompts=2, seeds=1)
+    original = (root / "0000000" / "1000_0.jpg").read_bytes()
+    truncated = (root / "0000001" / "1000_1.jpg")
+    truncated.write_bytes(truncated.read_bytes()[:400])  # a header that opens, pixels that do not
+    result = _convert("ip2p", {"path": str(root)}, tmp_path / "out", size=64)
+    assert result["skipped"] == {"image does not decode": 1}
+    row = _rows(tmp_path / "out")[0]
+    assert row["reference_png"] == original  # no second lossy encoding of a JPEG already at size
+    assert decode_png(row["target_png"]).shape == (64, 64, 3)

@@ -4,13 +4,16 @@ Every record is read in the reader's order and grouped into parts of ``records_p
 (skipped ones included, so a part's records do not depend on what was kept). A part is one parquet
 file written atomically with its manifest; a rerun keeps complete parts without decoding them, so a
 killed conversion resumes at the part it was in. Images are decoded, centre-cropped and resized as
-the image-text pairs are, and stored as PNG.
+the image-text pairs are, and stored as PNG; one that already has the shard's size keeps its own bytes
+(the ``*_png`` columns hold whatever PIL decodes: the same pixels, no second lossy encoding).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterable
 from itertools import islice
@@ -38,7 +41,26 @@ class _Skipped(Exception):
         self.reason = reason
 
 
-def _pixels(ref: ImageRef | None, size: int):
+PASSTHROUGH = ("JPEG", "PNG", "WEBP")  # formats every later step decodes as PIL decodes them here
+
+
+def shard_image(data: bytes, size: int) -> bytes:
+    """The image as the shard stores it: the source's own bytes when it is already an RGB ``size`` x ``size``
+    JPEG / PNG / WebP (decoded once to prove it whole: the same pixels, no re-encoding), else decoded,
+    centre-cropped, resized and PNG-encoded as the image-text pairs are."""
+    with warnings.catch_warnings():  # PIL's own bomb warning: the limit is this project's
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(io.BytesIO(data))
+    with im:
+        if im.width * im.height > MAX_PIXELS:
+            raise TooLarge(f"{im.width}x{im.height} pixels")
+        if im.size == (size, size) and im.mode == "RGB" and im.format in PASSTHROUGH:
+            im.load()
+            return data
+    return encode_png(square_image(data, size))
+
+
+def _image(ref: ImageRef | None, size: int) -> bytes:
     if ref is None:
         raise _Skipped("no image")
     if isinstance(ref, Path):
@@ -49,12 +71,12 @@ def _pixels(ref: ImageRef | None, size: int):
         except OSError:
             raise _Skipped("unreadable image file") from None
     else:
-        data = ref
+        data = bytes(ref)
     try:
-        return square_image(data, size)
+        return shard_image(data, size)
     except TooLarge:
         raise _Skipped(f"image over {MAX_PIXELS} pixels") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         raise _Skipped("image does not decode") from None
 
 
@@ -68,14 +90,14 @@ def convert_record(t: Triplet, size: int, max_negatives: int, min_scores: dict |
             raise _Skipped(f"no {name} score")
         if t.scores[name] < floor:
             raise _Skipped(f"{name} below {floor}")
-    reference, target = _pixels(t.reference, size), _pixels(t.target, size)
+    reference, target = _image(t.reference, size), _image(t.target, size)
     negatives = []
     for ref in t.negatives[:max_negatives]:
         try:
-            negatives.append(encode_png(_pixels(ref, size)))
+            negatives.append(_image(ref, size))
         except _Skipped:  # a missing negative costs the negative, not the triplet
             continue
-    return {"instruction": instruction, "reference_png": encode_png(reference), "target_png": encode_png(target),
+    return {"instruction": instruction, "reference_png": reference, "target_png": target,
             "source_caption": t.source_caption, "target_caption": t.target_caption, "negatives_png": negatives}
 
 
