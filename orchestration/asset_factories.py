@@ -8,6 +8,7 @@ import dagster as dg
 from orchestration import registry
 from orchestration.cores import follow_cores
 from orchestration.resources import ProjectResource
+from orchestration.step_lock import step_lock
 from orchestration.tracking import MLflowTracking
 
 
@@ -54,7 +55,8 @@ def step_asset(params, name: str, fn, group: str, description: str, artifact=Non
     def _asset(context: dg.AssetExecutionContext, project: ProjectResource,
                tracking: MLflowTracking) -> dg.MaterializeResult:
         layout = project.layout()
-        with tracking.step_run(name, layout.params, context.run.run_id, system_metrics=training) as run:
+        with step_lock(layout, name), tracking.step_run(name, layout.params, context.run.run_id,
+                                                        system_metrics=training) as run:
             kwargs = {"on_metrics": lambda s, m: run.log_metrics(m, step=s)} if training else {}
             result = fn(layout, log=progress(context), **kwargs)
             run.log_metrics(result)
@@ -86,7 +88,8 @@ def sharded_asset(params, name: str, partitions, run_shards, group: str, descrip
                tracking: MLflowTracking) -> dg.MaterializeResult:
         layout = project.layout()
         keys = list(context.partition_keys)
-        with tracking.step_run(name, layout.params, context.run.run_id, ",".join(keys)) as run:
+        with step_lock(layout, name, keys), tracking.step_run(name, layout.params, context.run.run_id,
+                                                              ",".join(keys)) as run:
             manifests = run_shards(layout, keys, progress(context))
             total = {k: sum(m[k] for m in manifests) for k in totals}
             if per_partition:

@@ -66,6 +66,7 @@ def cmd_run(args) -> int:
 
     from orchestration import registry
     from orchestration.layout import Layout
+    from orchestration.step_lock import step_lock
     from orchestration.tracking import MLflowTracking
 
     root = _root()
@@ -79,7 +80,7 @@ def cmd_run(args) -> int:
     rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 records the run
     tracked = tracking.step_run(args.step, params, partition=args.shard or "", extra_tags={"orchestrator": "dvc"},
                                 system_metrics=step.training) if rank0 else contextlib.nullcontext()
-    with tracked as run:
+    with step_lock(layout, args.step, [args.shard] if args.shard else None), tracked as run:
         fn = registry.function(step)
         if step.training:
             result = fn(layout, on_metrics=(lambda s, m: run.log_metrics(m, step=s)) if run else None)

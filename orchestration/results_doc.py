@@ -114,7 +114,7 @@ def bench_files_section(results: Path) -> list[str]:
     out = ["## Benchmark scripts", "", "Each file in `benchmarks/results/`, written by the script of the same "
            "name in `benchmarks/`; the figures shown are its speeds, recalls and consistency rates.", ""]
     for f in sorted(results.glob("*.json")):
-        if f.stem in ("claims_world", "filter_calibration_world"):
+        if f.stem in ("claims_world", "filter_calibration_world", "faults_tiny"):
             continue
         try:
             flat = flatten(json.loads(f.read_text()))
@@ -162,9 +162,29 @@ def write_results(root: Path) -> Path:
     lines += coverage_section(_load(metrics / "filter.json"))
     lines += encoder_section(_load(metrics / "encoder.json"))
     lines += claims_section(_load(results / "claims_world.json"))
+    lines += reliability_section(_load(results / "faults_tiny.json"))
     lines += bench_files_section(results)
     out = root / "docs" / "results.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out, suffix=".md") as tmp:
         Path(tmp).write_text("\n".join(lines))
     return out
+
+
+def reliability_section(faults: dict | None) -> list[str]:
+    """The fault campaign (tools/fault_campaign.py): kills per step, and how each ended."""
+    if faults is None:
+        return []
+    s = faults["summary"]
+    out = ["## Reliability", "",
+           f"`benchmarks/results/{faults.get('file', 'faults_tiny.json')}` (`tools/fault_campaign.py`, profile "
+           f"`{faults['profile']}`, {faults['seeds_per_step']} kill(s) per step through "
+           f"{' and '.join(faults['orchestrators'])}): {s['injected']} SIGKILLs injected, {s['killed']} landed "
+           f"before the step ended; outputs whole after every kill: {s['whole_after_kill']}/{s['injected']}; reruns "
+           f"completed {s['reruns_completed']}, equal to the uninterrupted run {s['equal_to_reference']}; temp "
+           f"files left {s['temp_files_left']}; MLflow runs left RUNNING {s['mlflow_runs_left_running']}; items "
+           f"lost **{s['items_lost']}**.", ""]
+    rows = [[f["step"] + (f"[{f['item']}]" if f["item"] else ""), f["orchestrator"], f["killed_after_s"],
+             "yes" if f["killed"] else "finished first", "yes" if f["outputs_whole_after_kill"] else "NO",
+             "yes" if f["equal_to_reference"] else "NO: " + ", ".join(f["differing"][:2])] for f in faults["faults"]]
+    return out + _table(["step", "via", "killed after (s)", "killed", "whole", "rerun equal"], rows) + [""]
