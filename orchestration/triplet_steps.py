@@ -186,7 +186,8 @@ def llm_adapter(layout: Layout, log: Log = print) -> dict:
             model, tok, [llm.prompt_text(s[0]) for s in seeds], completions, cfg.lora.steps, cfg.lora.batch_size,
             cfg.lora.lr, p.seed,
             log=lambda s, v: log(f"llm_adapter: LoRA step {s + 1}/{cfg.lora.steps} loss {v:.3f}"))
-        model.save_pretrained(str(tmp / "adapter"))
+        llm.save_adapter(model, tmp / "adapter", str(layout.llm_dir / "base") if cfg.base_model is None
+                         else cfg.base_model)
         write_shard(tmp / "seed_triplets.parquet", {"reference": [s[0] for s in seeds],
                                                     "instruction": [s[1] for s in seeds],
                                                     "target": [s[2] for s in seeds]}, {"kind": "seed_triplets"})

@@ -15,7 +15,8 @@ from fault_campaign import FAULTED, campaign  # noqa: E402
 
 @pytest.mark.slow  # two tiny projects step by step, twelve kills and reruns
 def test_every_long_step_killed_and_rerun_ends_as_an_uninterrupted_run(tmp_path):
-    result = campaign(tmp_path, "tiny", seeds=1, orchestrators=["dvc", "dagster"], atol=0.0, log=lambda m: None)
+    result = campaign(tmp_path, "tiny", seeds=1, orchestrators=["dvc", "dagster"], atol=0.0, window=7.0,
+                      log=lambda m: None)
     faults = result["faults"]
     assert [f["step"] for f in faults] == list(FAULTED)
     assert {f["orchestrator"] for f in faults} == {"dvc", "dagster"}

@@ -59,3 +59,22 @@ def test_results_doc_is_generated_from_the_metrics_and_says_what_is_missing(tmp_
     assert "| colour | 3 (30.0%) | 3 (30.0%) | 3 (30.0%) | 3 (30.0%) |" in text
     assert "| colour | 4 | 3 | 1.00 | 0.75 |" in text
     assert "Not trained yet." in text and "Not measured yet: `benchmarks/claims_world.py`" in text
+
+
+def test_the_reliability_section_counts_every_fault_and_names_a_rerun_that_differed():
+    from orchestration.results_doc import reliability_section
+
+    faults = {"profile": "tiny", "seeds_per_step": 1, "orchestrators": ["dvc", "dagster"],
+              "summary": {"injected": 2, "killed": 1, "whole_after_kill": 2, "reruns_completed": 2,
+                          "equal_to_reference": 1, "temp_files_left": 0, "mlflow_runs_left_running": 0,
+                          "items_lost": 1},
+              "faults": [{"step": "stage1", "item": None, "orchestrator": "dvc", "killed_after_s": 3.2,
+                          "killed": True, "outputs_whole_after_kill": True, "equal_to_reference": True,
+                          "differing": []},
+                         {"step": "world_pairs", "item": "s00", "orchestrator": "dagster", "killed_after_s": 9.0,
+                          "killed": False, "outputs_whole_after_kill": True, "equal_to_reference": False,
+                          "differing": ["data/world_pairs/s00.parquet"]}]}
+    text = "\n".join(reliability_section(faults))
+    assert "2 SIGKILLs injected, 1 landed before the step ended" in text and "items lost **1**" in text
+    assert "| world_pairs[s00] | dagster | 9.00 | finished first | yes | NO: data/world_pairs/s00.parquet |" in text
+    assert reliability_section(None) == []

@@ -10,7 +10,7 @@ tensors equal (``--atol`` for training weights; 0 by default, for bit-equal), JS
 are dropped. Temp files left under data/ and MLflow runs left RUNNING are counted. The result is one
 JSON (``--out``), which ``compodiff docs`` turns into the reliability section of docs/results.md.
 
-  .venv/bin/python tools/fault_campaign.py --seeds 1 --out benchmarks/results/faults_tiny.json
+  .venv/bin/python tools/fault_campaign.py --seeds 1 --window 7 --out benchmarks/results/faults_tiny.json
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ FAULTED = ("world_pairs", "encoder", "keyword_triplets", "llm_adapter", "llm_tri
 SKIP = ("champion", "ablations", "real_benchmark")  # not on the path of the faulted steps
 TIMING = ("seconds", "per_second", "elapsed", "url", "run_id", "mtime", "wall", "duration")
 TEMP_MARKS = (".tmp", ".old")
+START = {"cli": 0.0, "dvc": 2.0, "dagster": 8.0}  # seconds an orchestrator adds before the step starts
 
 
 def project_copy(dest: Path, profile: str) -> Path:
@@ -89,6 +90,27 @@ def run(root: Path, cmd: list[str], timeout: float = 1800) -> float:
     return time.perf_counter() - t0
 
 
+def run_cli(root: Path, step: registry.Step, item: str | None) -> float:
+    return run(root, command("cli", step.name, item))
+
+
+def run_here(root: Path, step: registry.Step, item: str | None) -> float:
+    """The step function in this process, as ``compodiff run`` calls it (without its MLflow run)."""
+    from compodiff.config import load_params
+    from orchestration.layout import Layout
+
+    t0 = time.perf_counter()
+    layout = Layout(root, load_params(root / "params.yaml"))
+    fn = registry.function(step)
+    if step.training:
+        fn(layout, on_metrics=None)
+    elif step.sharded:
+        fn(layout, item)
+    else:
+        fn(layout)
+    return time.perf_counter() - t0
+
+
 def killed(root: Path, cmd: list[str], after: float) -> bool:
     """Start ``cmd`` in its own process group and SIGKILL the group after ``after`` seconds; False if it
     finished first."""
@@ -128,8 +150,9 @@ def _drop_timing(value):
     return value
 
 
-def content(path: Path):
-    """What a file holds, in a form compared exactly (timings dropped); raises if the file is not whole."""
+def content(path: Path, root: Path | None = None):
+    """What a file holds, in a form compared exactly (timings dropped, the project's own path as
+    ``<root>``: the two copies live in different folders); raises if the file is not whole."""
     import numpy as np
 
     suffix = path.suffix
@@ -149,13 +172,15 @@ def content(path: Path):
 
         return ("arrays", load_file(path), None)
     if suffix == ".json":
-        return ("json", _drop_timing(json.loads(path.read_text())), None)
+        text = path.read_text()
+        return ("json", _drop_timing(json.loads(text.replace(str(root), "<root>") if root else text)), None)
     if suffix == ".pt":
         import torch
 
         state = torch.load(path, map_location="cpu", weights_only=True)
         return ("torch", state, None)
-    return ("bytes", path.read_bytes(), None)
+    data = path.read_bytes()
+    return ("bytes", data.replace(str(root).encode(), b"<root>") if root else data, None)
 
 
 def equal(a, b, atol: float) -> tuple[bool, float]:
@@ -182,6 +207,8 @@ def equal(a, b, atol: float) -> tuple[bool, float]:
             return False, float("inf")
         results = [equal(x, y, atol) for x, y in zip(a, b)]
         return all(r[0] for r in results), max([r[1] for r in results], default=0.0)
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True, 0.0  # NaN in both (a value the step could not measure)
     return a == b, 0.0
 
 
@@ -199,30 +226,39 @@ def running_mlflow_runs(root: Path) -> int:
     return len(client.search_runs(exps, "attributes.status = 'RUNNING'")) if exps else 0
 
 
-def campaign(workdir: Path, profile: str, seeds: int, orchestrators: list[str], atol: float, log=print) -> dict:
+def campaign(workdir: Path, profile: str, seeds: int, orchestrators: list[str], atol: float,
+             window: float | None = None, log=print) -> dict:
+    """``window``: kill within this many seconds of a step's start (plus the orchestrator's own start), and
+    run the steps that are not faulted in this process (the same step functions, without a process start
+    each); None: within the reference's time of that step, every step through the CLI."""
     import yaml
 
     ref = project_copy(workdir / "reference", profile)
     hit = project_copy(workdir / "faulted", profile)
     params = yaml.safe_load((ref / "params.yaml").read_text())
     steps = [s for s in registry.STEPS if s.name not in SKIP]
+    order = [(s, item) for s in steps for item in items(s, params)]
     times: dict[tuple, float] = {}
-    for s in steps:
-        for item in items(s, params):
-            times[(s.name, item)] = run(ref, command("cli", s.name, item))
+
+    def reference() -> None:
+        for s, item in order:
+            times[(s.name, item)] = step_run(ref, s, item)
             log(f"reference {s.name}{'[' + item + ']' if item else ''}: {times[(s.name, item)]:.1f}s")
+
+    step_run = run_cli if window is None else run_here
+    reference()  # first: a fault's kill window is the reference's time of the step (or ``window``)
     rng = random.Random(0)
     records, n = [], 0
     for s in steps:
         targets = items(s, params)
         for item in targets:
             if s.name not in FAULTED or item != targets[0]:  # a sharded step is faulted in its first shard
-                run(hit, command("cli", s.name, item))
+                step_run(hit, s, item)
                 continue
             for k in range(seeds):
                 orchestrator = orchestrators[n % len(orchestrators)]
                 n += 1
-                budget = times[(s.name, item)] + (12 if orchestrator != "cli" else 0)  # the orchestrator's start
+                budget = (times[(s.name, item)] if window is None else window) + START[orchestrator]
                 after = rng.uniform(0.15, 1.0) * budget
                 was_killed = killed(hit, command(orchestrator, s.name, item), after)
                 whole, broken = True, []
@@ -232,34 +268,49 @@ def campaign(workdir: Path, profile: str, seeds: int, orchestrators: list[str], 
                     except Exception as err:  # noqa: BLE001 - any failure to read means a half-written file
                         whole, broken = False, [*broken, f"{f.relative_to(hit)}: {err}"[:200]]
                 rerun_s = run(hit, command(orchestrator, s.name, item))
-                same, worst, differing = True, 0.0, []
-                expected = {f.relative_to(ref): f for f in files(outputs(ref, s, item, params))}
-                got = {f.relative_to(hit): f for f in files(outputs(hit, s, item, params))}
-                if expected.keys() != got.keys():
-                    same, differing = False, sorted(str(x) for x in expected.keys() ^ got.keys())
-                for rel in expected.keys() & got.keys():
-                    ok, diff = equal(content(expected[rel]), content(got[rel]), atol)
-                    worst = max(worst, diff)
-                    if not ok:
-                        same, differing = False, [*differing, str(rel)]
-                rec = {"step": s.name, "item": item, "seed": k, "orchestrator": orchestrator,
-                       "killed_after_s": round(after, 2), "killed": was_killed, "outputs_whole_after_kill": whole,
-                       "broken": broken, "rerun_completed": True, "rerun_s": round(rerun_s, 1),
-                       "equal_to_reference": same, "max_abs_diff": worst, "differing": sorted(differing)}
-                records.append(rec)
+                records.append({"step": s, "item": item, "seed": k, "orchestrator": orchestrator, "after": after,
+                                "killed": was_killed, "whole": whole, "broken": broken, "rerun_s": rerun_s,
+                                "snapshot": snapshot(hit, s, item, params, workdir / "snapshots" / str(n))})
                 log(f"{s.name}{'[' + item + ']' if item else ''} seed {k} via {orchestrator}: killed after "
-                    f"{after:.1f}s ({'killed' if was_killed else 'finished first'}), whole {whole}, "
-                    f"equal {same}" + (f" (differ: {differing[:3]})" if differing else ""))
+                    f"{after:.1f}s ({'killed' if was_killed else 'finished first'}), whole {whole}")
+    faults = [compare(r, ref, hit, params, atol) for r in records]
     leaks = temp_leaks(hit)
     return {"run": "fault_campaign", "profile": profile, "seeds_per_step": seeds, "orchestrators": orchestrators,
-            "atol": atol, "faults": records,
-            "summary": {"injected": len(records), "killed": sum(r["killed"] for r in records),
-                        "whole_after_kill": sum(r["outputs_whole_after_kill"] for r in records),
-                        "reruns_completed": sum(r["rerun_completed"] for r in records),
-                        "equal_to_reference": sum(r["equal_to_reference"] for r in records),
+            "atol": atol, "faults": faults,
+            "summary": {"injected": len(faults), "killed": sum(r["killed"] for r in faults),
+                        "whole_after_kill": sum(r["outputs_whole_after_kill"] for r in faults),
+                        "reruns_completed": sum(r["rerun_completed"] for r in faults),
+                        "equal_to_reference": sum(r["equal_to_reference"] for r in faults),
                         "temp_files_left": len(leaks), "mlflow_runs_left_running": running_mlflow_runs(hit),
-                        "items_lost": sum(not r["equal_to_reference"] for r in records)},
+                        "items_lost": sum(not r["equal_to_reference"] for r in faults)},
             "temp_files_left": leaks}
+
+
+def snapshot(root: Path, step, item, params: dict, dest: Path) -> Path:
+    """A copy of the step's outputs right after its rerun (later steps may rewrite shared records)."""
+    for f in files(outputs(root, step, item, params)):
+        target = dest / f.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, target)
+    return dest
+
+
+def compare(r: dict, ref: Path, hit: Path, params: dict, atol: float) -> dict:
+    s, item = r["step"], r["item"]
+    same, worst, differing = True, 0.0, []
+    expected = {f.relative_to(ref): f for f in files(outputs(ref, s, item, params))}
+    got = {f.relative_to(r["snapshot"]): f for f in files(outputs(r["snapshot"], s, item, params))}
+    if expected.keys() != got.keys():
+        same, differing = False, sorted(str(x) for x in expected.keys() ^ got.keys())
+    for rel in expected.keys() & got.keys():
+        ok, diff = equal(content(expected[rel], ref), content(got[rel], hit), atol)
+        worst = max(worst, diff)
+        if not ok:
+            same, differing = False, [*differing, str(rel)]
+    return {"step": s.name, "item": item, "seed": r["seed"], "orchestrator": r["orchestrator"],
+            "killed_after_s": round(r["after"], 2), "killed": r["killed"], "outputs_whole_after_kill": r["whole"],
+            "broken": r["broken"], "rerun_completed": True, "rerun_s": round(r["rerun_s"], 1),
+            "equal_to_reference": same, "max_abs_diff": worst, "differing": sorted(differing)}
 
 
 def main() -> None:
@@ -268,13 +319,16 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=1, help="kills per faulted step")
     ap.add_argument("--orchestrators", default="dvc,dagster", help="alternated over the faults")
     ap.add_argument("--atol", type=float, default=0.0)
+    ap.add_argument("--window", type=float, help="kill within this many seconds of a step's start, and run the "
+                                                  "steps not faulted in-process (default: within its reference "
+                                                  "time, every step through the CLI)")
     ap.add_argument("--workdir", help="keep the two project copies here (default: a temp dir)")
     ap.add_argument("--out")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.workdir) if args.workdir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        result = campaign(work, args.profile, args.seeds, args.orchestrators.split(","), args.atol)
+        result = campaign(work, args.profile, args.seeds, args.orchestrators.split(","), args.atol, args.window)
     print(json.dumps(result["summary"], indent=2))
     if args.out:
         write_json(args.out, result)

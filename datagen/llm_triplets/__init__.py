@@ -20,7 +20,7 @@ from datagen.llm_triplets.format import (
     prompt_text,
     seed_completions,
 )
-from datagen.llm_triplets.lm import add_lora, build_world_lm, load_lm, tokens_absent_from, train_tokenizer
+from datagen.llm_triplets.lm import add_lora, build_world_lm, load_lm, save_adapter, tokens_absent_from, train_tokenizer
 from datagen.llm_triplets.sampling import AfterMarker, FrequencyPenalty, OutputTemperature, generate, output_logprob
 from datagen.llm_triplets.seeds import SeedStats, read_ip2p_jsonl
 from datagen.llm_triplets.training import train_causal_lm
@@ -29,6 +29,6 @@ from datagen.llm_triplets.triplets import llm_triplets
 __all__ = [
     "AfterMarker", "FrequencyPenalty", "OutputTemperature", "SEP_EDIT", "SEP_OUT", "STOP", "SeedStats", "add_lora",
     "build_world_lm", "completion_text", "generate", "llm_triplets", "load_lm", "normalise", "output_logprob",
-    "parse_completion", "prompt_text", "read_ip2p_jsonl", "seed_completions", "tokens_absent_from",
+    "parse_completion", "prompt_text", "read_ip2p_jsonl", "save_adapter", "seed_completions", "tokens_absent_from",
     "train_causal_lm", "train_tokenizer"
 ]

@@ -70,6 +70,25 @@ def add_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str
                                             trainable_token_indices=list(new_tokens) if new_tokens else None))
 
 
+def save_adapter(model, out: Path, base_name: str) -> None:
+    """``save_pretrained`` of the LoRA adapter, naming ``base_name`` as its base (not the temporary folder
+    the base was saved to meanwhile) and listing its target modules in order, so that one seed writes the
+    same bytes whatever the process (peft stores them from a set)."""
+    import json
+
+    model.save_pretrained(str(out))
+    config_file = out / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    written = config.get("base_model_name_or_path")
+    config["base_model_name_or_path"] = base_name
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    card = out / "README.md"
+    if written and card.is_file():
+        card.write_text(card.read_text().replace(str(written), base_name))
+
+
 def load_lm(base: str | Path, adapter: str | Path | None, tokenizer: str | Path | None = None,
             local_files_only: bool = True):
     """The same ``from_pretrained`` path for OPT-6.7B (hub id or local dir) and the world's OPT."""
