@@ -26,26 +26,29 @@ def cores() -> int:
     return min(n, machine)
 
 
-_configured: int | None = None  # what the running step asked use_cores for
+_pinned: bool = False  # the running step's thread count comes from params: it never changes mid-step
 
 
 def use_cores(configured: int | None = None) -> int:
-    """Size torch's thread pool: ``configured`` (params), capped by ``cores()``. Returns the count."""
+    """Size torch's thread pool. ``configured`` (params: a training step's ``threads``) pins it for the
+    whole step, whatever runs beside: a thread count that changed mid-run with the side lane's timing
+    made training differ from run to run. Otherwise ``cores()``, followed as it changes. Returns the count."""
     import torch
 
-    global _configured
-    _configured = configured
-    n = min(configured or cores(), cores())
+    global _pinned
+    _pinned = configured is not None
+    n = min(configured, os.cpu_count() or 1) if configured else cores()
     torch.set_num_threads(n)
     return n
 
 
 def follow_cores() -> None:
-    """Between the iterations of a long step: take up the cores the side lane has handed back since
-    the step started (its thread pool was sized while the lane ran). Call from the step's own thread:
-    torch's pool size is per thread."""
+    """Between the iterations of a long step that is not pinned: take up the cores the side lane has handed
+    back since the step started. Call from the step's own thread: torch's pool size is per thread."""
     import torch
 
-    n = min(_configured or cores(), cores())
+    if _pinned:
+        return
+    n = cores()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
