@@ -35,7 +35,8 @@ def _alive(pid: int) -> bool:
 
 
 def _clear_leftovers(path: Path) -> None:
-    """Temporaries of ``path`` whose writer is gone (``.NAME.PID.*.tmp*``, and a dead swap's ``.NAME.old``)."""
+    """Remove the temporaries of ``path`` whose writer is gone (``.NAME.PID.*.tmp*``); a swap's ``.NAME.old``
+    is atomic_dir's to repair."""
     prefix = f".{path.name}."
     for p in path.parent.iterdir():
         if not p.name.startswith(prefix):

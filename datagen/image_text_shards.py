@@ -89,19 +89,30 @@ class TooLarge(ValueError):
     pass
 
 
-def square_image(data: bytes, size: int) -> np.ndarray:
-    """Decode, convert to RGB, centre-crop to a square and resize (bicubic), as CLIP preprocessing does."""
+def open_image(data: bytes) -> Image.Image:
+    """The image, opened lazily: TooLarge when its header says it is over MAX_PIXELS (nothing decoded yet)."""
     with warnings.catch_warnings():  # PIL's own bomb warning: the limit below is this project's
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         im = Image.open(io.BytesIO(data))
-    with im:
-        if im.width * im.height > MAX_PIXELS:  # the header says so: nothing is decoded yet
-            raise TooLarge(f"{im.width}x{im.height} pixels")
-        im = im.convert("RGB")
-        w, h = im.size
-        side = min(w, h)
-        left, top = (w - side) // 2, (h - side) // 2
-        return np.asarray(im.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC))
+    if im.width * im.height > MAX_PIXELS:
+        im.close()
+        raise TooLarge(f"{im.width}x{im.height} pixels")
+    return im
+
+
+def square(im: Image.Image, size: int) -> np.ndarray:
+    """Convert to RGB, centre-crop to a square and resize (bicubic), as CLIP preprocessing does."""
+    im = im.convert("RGB")
+    w, h = im.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return np.asarray(im.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC))
+
+
+def square_image(data: bytes, size: int) -> np.ndarray:
+    """Decode, convert to RGB, centre-crop to a square and resize: ``square`` of ``open_image``."""
+    with open_image(data) as im:
+        return square(im, size)
 
 
 def ingest_shard(folder: str | Path, shard: str, out: str | Path, image_size: int,

@@ -171,3 +171,15 @@ def test_an_image_of_the_shards_size_keeps_its_bytes_and_a_truncated_one_is_coun
     row = _rows(tmp_path / "out")[0]
     assert row["reference_png"] == original  # no second lossy encoding of a JPEG already at size
     assert decode_png(row["target_png"]).shape == (64, 64, 3)
+
+
+def test_the_source_kinds_are_the_same_in_the_readers_the_registry_and_the_config():
+    import dataclasses
+
+    from compodiff.config import TripletSourceConfig, TripletSourcesConfig
+    from datagen.image_triplets import SOURCES
+    from orchestration.registry import TRIPLET_SOURCES
+
+    configured = tuple(f.name for f in dataclasses.fields(TripletSourcesConfig) if f.type in (
+        "TripletSourceConfig | None", TripletSourceConfig | None))
+    assert SOURCES == TRIPLET_SOURCES == configured

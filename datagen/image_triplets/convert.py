@@ -10,10 +10,8 @@ the image-text pairs are, and stored as PNG; one that already has the shard's si
 
 from __future__ import annotations
 
-import io
 import json
 import time
-import warnings
 from collections import Counter
 from collections.abc import Iterable
 from itertools import islice
@@ -23,7 +21,7 @@ import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 
 from compodiff.atomic import write_json
-from datagen.image_text_shards import MAX_PIXELS, TooLarge, square_image
+from datagen.image_text_shards import MAX_PIXELS, TooLarge, open_image, square
 from datagen.image_triplets.record import ImageRef, Skip, Triplet
 from datagen.shards import encode_png, is_complete, write_shard
 
@@ -48,16 +46,11 @@ def shard_image(data: bytes, size: int) -> bytes:
     """The image as the shard stores it: the source's own bytes when it is already an RGB ``size`` x ``size``
     JPEG / PNG / WebP (decoded once to prove it whole: the same pixels, no re-encoding), else decoded,
     centre-cropped, resized and PNG-encoded as the image-text pairs are."""
-    with warnings.catch_warnings():  # PIL's own bomb warning: the limit is this project's
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        im = Image.open(io.BytesIO(data))
-    with im:
-        if im.width * im.height > MAX_PIXELS:
-            raise TooLarge(f"{im.width}x{im.height} pixels")
+    with open_image(data) as im:
         if im.size == (size, size) and im.mode == "RGB" and im.format in PASSTHROUGH:
             im.load()
             return data
-    return encode_png(square_image(data, size))
+        return encode_png(square(im, size))
 
 
 def _image(ref: ImageRef | None, size: int) -> bytes:
