@@ -145,6 +145,7 @@ class LLMConfig:
     # how many seed triplets also become training triplets of the LLM method, as the paper re-uses IP2P's
     # own caption triplets beside the ones its fine-tuned OPT writes (0: none)
     reuse_seeds: int = 0
+    threads: int | None = None  # the LM steps' torch threads (None: every core); fixed, so the adapter is too
 
 
 @dataclass(frozen=True)
@@ -290,6 +291,14 @@ class ChecksConfig:
 
 
 @dataclass(frozen=True)
+class LifecycleConfig:
+    """Steps at once in the lifecycle's one Dagster run (tag concurrency limits of its multiprocess executor)."""
+
+    main: int = field(default=1, metadata=at_least(1))  # the main chain: the world CLIP, features, training
+    side: int = field(default=1, metadata=at_least(1))  # beside it: the caption LM and the benchmark renderer
+
+
+@dataclass(frozen=True)
 class AblationsConfig:
     steps: tuple[int, ...]  # sampling steps (Table 4)
     w_image: tuple[float, ...]  # guidance sweep (Fig. 10)
@@ -368,6 +377,7 @@ class Params:
     tracking: TrackingConfig
     sources: SourcesConfig | None = None  # paper profiles: the real datasets
     triplet_sources: TripletSourcesConfig = TripletSourcesConfig()
+    lifecycle: LifecycleConfig = LifecycleConfig()
 
     def flat(self) -> dict:
         return flatten(to_dict(self))

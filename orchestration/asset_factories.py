@@ -6,19 +6,17 @@ from pathlib import Path
 import dagster as dg
 
 from orchestration import registry
-from orchestration.cores import follow_cores
+from orchestration.lifecycle import LANE_TAG, lane
 from orchestration.resources import ProjectResource
 from orchestration.step_lock import step_lock
 from orchestration.tracking import MLflowTracking
 
 
 def progress(context):
-    """Progress lines on stdout (the CLI and the UI's stdout pane) and in the Dagster event log. Steps
-    log between iterations, so this is also where a running step takes up cores freed meanwhile."""
+    """Progress lines on stdout (the CLI and the UI's stdout pane) and in the Dagster event log."""
     def log(message: str) -> None:
         print(message, flush=True)
         context.log.info(message)
-        follow_cores()
     return log
 
 
@@ -50,7 +48,7 @@ def step_asset(params, name: str, fn, group: str, description: str, artifact=Non
     per training step and the run samples system metrics. ``image(layout)``: a PNG shown in the asset's metadata."""
 
     @dg.asset(name=name, deps=registry.upstream(name), group_name=group, description=description,
-              pool=registry.step(name).pool,
+              pool=registry.step(name).pool, op_tags={LANE_TAG: lane(name)},
               code_version=registry.version(name, params), kinds={"pytorch"} if training else None)
     def _asset(context: dg.AssetExecutionContext, project: ProjectResource,
                tracking: MLflowTracking) -> dg.MaterializeResult:
@@ -83,6 +81,7 @@ def sharded_asset(params, name: str, partitions, run_shards, group: str, descrip
     @dg.asset(name=name, partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run(),
               deps=registry.upstream(name),
               group_name=group, description=description, kinds={"parquet"}, pool=registry.step(name).pool,
+              op_tags={LANE_TAG: lane(name)},
               code_version=registry.version(name, params))
     def _asset(context: dg.AssetExecutionContext, project: ProjectResource,
                tracking: MLflowTracking) -> dg.MaterializeResult:

@@ -199,8 +199,8 @@ def cmd_search(args) -> int:
 
 
 def cmd_lifecycle(args) -> int:
-    """Materialize every asset in dependency order, each step one Dagster run in the
-    persistent instance, so the Dagster UI shows what this command produced."""
+    """Materialize every asset in one Dagster run on the multiprocess executor, in the persistent
+    instance, so the Dagster UI shows the run this command made (its steps on a Gantt chart)."""
     root = _root()
     os.environ.setdefault("COMPODIFF_ROOT", str(root))
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(root / ".dagster_home")))
@@ -211,8 +211,7 @@ def cmd_lifecycle(args) -> int:
     import dagster as dg
 
     from orchestration import definitions as d
-    from orchestration.lifecycle import StepFailed, materialize_all
-    from orchestration.registry import SIDE_LANE
+    from orchestration.lifecycle import StepFailed, materialize
 
     select = set(args.select.split(",")) if args.select else None
     known = {a.key.to_user_string() for a in d.project.assets}
@@ -220,12 +219,12 @@ def cmd_lifecycle(args) -> int:
         raise ConfigError(f"--select: no asset(s) {sorted(select - known)}; assets: {', '.join(sorted(known))}")
     t_all = time.perf_counter()
     try:
-        materialize_all(d.project, dg.DagsterInstance.get(), select,
-                        log=lambda m: print(m, flush=True), log_level="INFO" if args.verbose else "WARNING",
-                        side_lane=() if args.serial else SIDE_LANE)
+        outcomes = materialize(d.project, dg.DagsterInstance.get(), select, log=lambda m: print(m, flush=True),
+                              log_level="INFO" if args.verbose else "WARNING", serial=args.serial)
     except StepFailed as err:
         print(f"!! {err}", file=sys.stderr)
         return 1
+    print(f"Dagster run(s): {', '.join(o.run_id for o in outcomes)}")
     print(f"\nLifecycle finished in {time.perf_counter() - t_all:.0f}s.")
     from orchestration.dvc_record import DvcRecordError, record_in_dvc
 

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import dagster as dg
 
 from compodiff.config import load_params
+from orchestration import lifecycle
 from orchestration.assets import caption_triplets, evaluation, image_pairs, training, triplet_sources, world
 from orchestration.checks import CHECKS
 from orchestration.resources import ProjectResource, project_root
@@ -55,10 +56,8 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
             dg.define_asset_job("train", selection=dg.AssetSelection.groups("training")),
             dg.define_asset_job("evaluate", selection=dg.AssetSelection.groups("evaluation")),
             dg.define_asset_job("triplet_sources", selection=dg.AssetSelection.groups("triplet_sources")),
-            # a job holds one partitioning: real_benchmark (by benchmark) and image_triplets (by source) run on
-            # their own
-            dg.define_asset_job("all", selection=dg.AssetSelection.all()
-                                - dg.AssetSelection.assets("real_benchmark", "image_triplets"))]
+            dg.define_asset_job(lifecycle.JOB, selection=lifecycle.selection(assets, params),
+                                description="The whole lifecycle in one run: `compodiff lifecycle`.")]
     resources = {
         "project": ProjectResource(root=str(root), params_file=params_file),
         "tracking": MLflowTracking(tracking_uri=params.tracking.tracking_uri,
@@ -71,3 +70,12 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
 
 project = build()
 defs = project.defs
+
+
+def lifecycle_job() -> dg.JobDefinition:
+    return defs.get_job_def(lifecycle.JOB)
+
+
+def reconstructable_lifecycle():
+    """The lifecycle job as the multiprocess executor's step processes rebuild it (this module, this project)."""
+    return dg.reconstructable(lifecycle_job)

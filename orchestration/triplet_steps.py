@@ -138,7 +138,7 @@ def llm_adapter(layout: Layout, log: Log = print) -> dict:
     """Fine-tune the causal LM with LoRA on the seed triplets; save base, adapter and tokenizer."""
     p = layout.params
     cfg = p.caption_triplets.llm
-    use_cores()
+    use_cores(cfg.threads)
     ids, captions, _, _ = _pool(layout)
     order = np.random.default_rng([p.seed, 17]).permutation(len(captions))
     if cfg.seed_triplets:
@@ -201,7 +201,7 @@ def llm_triplets_step(layout: Layout, log: Log = print) -> dict:
     p = layout.params
     cfg = p.caption_triplets.llm
     _require([layout.llm_dir / "adapter"], "llm_triplets")
-    use_cores()
+    use_cores(cfg.threads)
     ids, captions, _, _ = _pool(layout)
     seeds = set(read_shard(layout.llm_dir / "seed_triplets.parquet", ["reference"]).column("reference").to_pylist())
     order = np.random.default_rng([p.seed, 23]).permutation(len(captions))

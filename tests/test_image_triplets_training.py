@@ -17,7 +17,7 @@ from datagen.image_triplets.export import export_ip2p, export_megapairs
 from orchestration import feature_steps, train_steps, triplet_source_steps
 from orchestration.definitions import build
 from orchestration.layout import Layout
-from orchestration.lifecycle import materialize_all
+from orchestration.lifecycle import materialize
 from tests import triplet_fixtures as fx
 from tests.test_orchestration import copy_project
 
@@ -30,7 +30,7 @@ UPSTREAM = {"world_pairs", "caption_pool", "encoder", "keyword_triplets", "llm_a
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory):
     root = copy_project(tmp_path_factory.mktemp("triplets_project"))
-    materialize_all(build(root), dg.DagsterInstance.ephemeral(), select=UPSTREAM, log=lambda m: None)
+    materialize(build(root), dg.DagsterInstance.ephemeral(), select=UPSTREAM, log=lambda m: None)
     return root
 
 
@@ -48,8 +48,9 @@ def test_every_format_is_read_converted_and_trained_on_through_dagster(upstream,
     sources["megapairs"]["weight"] = 3.0
     root = _variant(upstream, tmp_path / "project", sources)
     project = build(root)
-    results = materialize_all(project, dg.DagsterInstance.ephemeral(),
-                              select={"image_triplets", "triplet_features", "stage2"}, log=lambda m: None)
+    results = [o.result for o in materialize(project, dg.DagsterInstance.ephemeral(),
+                                             select={"image_triplets", "triplet_features", "stage2"},
+                                             log=lambda m: None)]
     assert all(r.success for r in results)
     meta = results[0].asset_materializations_for_node("image_triplets")[0].metadata
     fx_counts = {"ip2p": 6, "ip2p_parquet": 5, "megapairs": 4, "lasco": 4, "synthtriplets": 6, "cirr": 4,

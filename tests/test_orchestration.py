@@ -14,8 +14,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from compodiff.profiles import render
+from orchestration import registry
 from orchestration.definitions import build
-from orchestration.lifecycle import materialize_all
+from orchestration.lifecycle import materialize
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ["world_pairs", "caption_pool", "encoder", "keyword_triplets", "llm_adapter", "llm_triplets",
@@ -63,14 +64,19 @@ def run(cmd, cwd, env, timeout=600):
 def materialized(tmp_path_factory):
     root = copy_project(tmp_path_factory.mktemp("dagster_project"))
     project = build(root)
-    results = materialize_all(project, dg.DagsterInstance.ephemeral(), log=lambda m: None)
+    results = [o.result for o in materialize(project, dg.DagsterInstance.ephemeral(), log=lambda m: None)]
     return root, project, results
 
 
 @pytest.mark.slow  # the whole tiny graph, or a full DVC / lifecycle round trip
 def test_whole_asset_graph_materializes_with_checks_passing(materialized):
     root, project, results = materialized
-    assert len(results) == len(ASSETS) and all(r.success for r in results)
+    # the lifecycle job in one run; image_triplets (by source) before it, real_benchmark (by benchmark) after
+    assert len(results) == 3 and all(r.success for r in results)
+    done = [{e.asset_key.to_user_string() for e in r.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
+            for r in results]
+    assert done[0] == {"image_triplets"} and done[2] == {"real_benchmark"}
+    assert done[1] == set(ASSETS) - {"image_triplets", "real_benchmark"}
     checks = [e for r in results for e in r.get_asset_check_evaluations()]
     assert {c.check_name for c in checks} == {
         "world_pairs_valid", "encoder_recall_floor", "keyword_triplets_valid", "llm_triplets_consistency",
@@ -209,37 +215,82 @@ def test_a_missing_upstream_fails_clearly(tmp_path):
     root = copy_project(tmp_path)
     project = build(root)
     with pytest.raises(Exception, match="encoder failed"):
-        materialize_all(project, dg.DagsterInstance.ephemeral(), select={"encoder"}, log=lambda m: None)
+        materialize(project, dg.DagsterInstance.ephemeral(), select={"encoder"}, log=lambda m: None)
 
 
-@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the side lane takes a core of its own")
+LANE_SELECT = "world_pairs,encoder,caption_pool,llm_adapter,world_benchmark,gallery_features,pair_features,stage1"
+
+
+def _steps_of_run(home: Path) -> tuple[str, dict[str, tuple[float, float]]]:
+    """The lifecycle's one run in the instance at ``home``: its id and each step's (start, end) times."""
+    instance = dg.DagsterInstance.from_config(str(home))
+    runs = instance.get_runs()
+    assert len(runs) == 1, [r.job_name for r in runs]
+    spans: dict = {}
+    for e in instance.all_logs(runs[0].run_id):
+        kind = e.dagster_event.event_type_value if e.dagster_event else None
+        if kind in ("STEP_START", "STEP_SUCCESS"):
+            start, end = spans.get(e.step_key, (None, None))
+            spans[e.step_key] = (e.timestamp, end) if kind == "STEP_START" else (start, e.timestamp)
+    return runs[0].run_id, spans
+
+
+def _weights(root: Path) -> dict:
+    from safetensors.torch import load_file
+
+    files = [root / "data" / rel for rel in ("encoder/open_clip_model.safetensors",
+                                             "llm/adapter/adapter_model.safetensors", "llm/base/model.safetensors")]
+    files += sorted((root / "data" / "stage1").glob("*.safetensors"))
+    assert len(files) > 3, "stage 1 saved its weights"
+    return {f"{f.relative_to(root)}:{k}": v for f in files for k, v in load_file(f).items()}
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the side lane needs a core beside the main chain")
 @pytest.mark.slow  # the whole tiny graph, or a full DVC / lifecycle round trip
-def test_lifecycle_runs_the_side_lane_beside_the_main_chain_and_reports_its_failure(tmp_path):
-    root = copy_project(tmp_path / "project")
-    env = env_for(root)
-    select = "world_pairs,encoder,caption_pool,keyword_triplets,llm_adapter,llm_triplets,world_benchmark," \
-             "gallery_features"
-    out = run([str(ROOT / ".venv" / "bin" / "compodiff"), "lifecycle", "--select", select], root, env)
-    assert "[side lane, 1 core(s)] world_benchmark, caption_pool, llm_adapter, llm_triplets" in out
-    side = [line.split("==> ")[1] for line in out.splitlines() if line.startswith("  [side] ==> ")]
-    main = [line.split("==> ")[1].split()[0] for line in out.splitlines() if line.startswith("==> ")]
-    assert side == ["world_benchmark", "caption_pool", "llm_adapter", "llm_triplets"]
-    assert main == ["world_pairs", "encoder", "gallery_features", "keyword_triplets"]
-    # keyword_triplets consumes caption_pool: it starts only after the side lane has written it
-    assert out.index("[side]     caption_pool done") < out.index("==> keyword_triplets")
+def test_lifecycle_is_one_dagster_run_whose_models_do_not_depend_on_what_ran_beside(tmp_path):
+    """One run on the multiprocess executor, the caption LM beside the world CLIP; then the same selection one
+    step at a time in another copy: every trained weight is bit-identical."""
+    import torch
+
+    cli_path = str(ROOT / ".venv" / "bin" / "compodiff")
+    beside = copy_project(tmp_path / "beside")
+    env = env_for(beside)
+    out = run([cli_path, "lifecycle", "--select", LANE_SELECT], beside, env)
+    assert "Dagster run(s): " in out
+    run_id, spans = _steps_of_run(Path(env["DAGSTER_HOME"]))
+    assert set(LANE_SELECT.split(",")) <= set(spans)
+    assert all(end is not None for _, end in spans.values()), spans
+    lm, enc = spans["llm_adapter"], spans["encoder"]
+    overlap = lambda a, b: a[0] < b[1] and b[0] < a[1]  # noqa: E731
+    assert overlap(spans["caption_pool"], enc) or overlap(lm, enc) or overlap(spans["world_benchmark"], enc)
+    # at most one step of each lane at a time (the tag concurrency limits)
+    for lane in ("main", "side"):
+        steps = [spans[n] for n in LANE_SELECT.split(",") if (lane == "side") == registry.step(n).side_lane]
+        assert not any(overlap(a, b) for i, a in enumerate(steps) for b in steps[i + 1:]), lane
     instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
-    for name in select.split(","):
-        assert instance.get_latest_materialization_event(dg.AssetKey(name)) is not None, name
-    # a side-lane step that fails stops the lifecycle with its name, and what the main chain wrote stays
-    adapter = (root / "data" / "llm" / "manifest.json").read_text()
-    params = (root / "params.yaml").read_text().replace("seed_triplets: null", "seed_triplets: /nonexistent.jsonl")
-    (root / "params.yaml").write_text(params)
-    failed = subprocess.run([str(ROOT / ".venv" / "bin" / "compodiff"), "lifecycle", "--select",
-                             "llm_adapter,llm_triplets,world_benchmark,gallery_features"], cwd=root, env=env,
-                            capture_output=True, text=True, timeout=600)
+    for name in LANE_SELECT.split(","):
+        event = instance.get_latest_materialization_event(dg.AssetKey(name))
+        assert event is not None and event.run_id == run_id, name
+
+    alone = copy_project(tmp_path / "alone")
+    run([cli_path, "lifecycle", "--serial", "--select", LANE_SELECT], alone, env_for(alone))
+    _, serial_spans = _steps_of_run(alone / ".dagster_home")
+    steps = sorted(serial_spans.values())
+    assert all(a[1] <= b[0] for a, b in zip(steps, steps[1:])), "--serial runs one step at a time"
+    mine, theirs = _weights(beside), _weights(alone)
+    assert mine.keys() == theirs.keys() and len(mine) > 50
+    for k in mine:
+        assert torch.equal(mine[k], theirs[k]), k
+
+    # a side-lane step that fails fails the run with its name; what the main chain wrote stays
+    adapter = (beside / "data" / "llm" / "manifest.json").read_text()
+    params = (beside / "params.yaml").read_text().replace("seed_triplets: null", "seed_triplets: /nonexistent.jsonl")
+    (beside / "params.yaml").write_text(params)
+    failed = subprocess.run([cli_path, "lifecycle", "--select", "llm_adapter,world_benchmark,gallery_features"],
+                            cwd=beside, env=env, capture_output=True, text=True, timeout=600)
     assert failed.returncode == 1
-    assert "side lane: llm_adapter failed" in failed.stderr
-    assert (root / "data" / "llm" / "manifest.json").read_text() == adapter
+    assert "llm_adapter failed (Dagster run" in failed.stderr
+    assert (beside / "data" / "llm" / "manifest.json").read_text() == adapter
 
 
 def test_dagster_definitions_validate(tmp_path):
