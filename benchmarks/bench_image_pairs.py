@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from report import report
 
-from compodiff.config import ClipFilterConfig
 from compodiff.encoders import load_encoder
 from datagen.clip_filter import apply_filter, clip_scores
+from datagen.config import ClipFilterConfig
 from datagen.image_pairs import PairRequest
 from datagen.sd_generator import generate_pairs, install_injection
 from datagen.sd_random import random_pipeline

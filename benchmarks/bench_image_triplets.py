@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from report import report  # noqa: E402
 
-from compodiff.config import TripletSourceConfig  # noqa: E402
 from compodiff.config_schema import from_dict  # noqa: E402
+from datagen.config import TripletSourceConfig  # noqa: E402
 from datagen.image_text_shards import square_image  # noqa: E402
 from datagen.image_triplets import convert as convert_module  # noqa: E402
 from datagen.image_triplets import read_source  # noqa: E402

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from report import report
 
-from compodiff.config import load_params
 from datagen import llm_triplets as llm
 from datagen.shards import read_shard
 from datagen.world import edits
+from orchestration.params import load_params
 
 
 def run(model, tok, captions: list[str], sample: dict, seed: int, min_output_logprob: float | None = None) -> dict:

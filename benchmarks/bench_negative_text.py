@@ -20,12 +20,12 @@ import torch
 from report import report
 
 from compodiff.checkpoint import load_checkpoint
-from compodiff.config import load_params
 from compodiff.pipeline import CompoDiffPipeline
 from datagen.shards import read_shard
 from datagen.world import benchmark as wb
 from orchestration.eval_steps import Queries
 from orchestration.layout import Layout
+from orchestration.params import load_params
 
 
 def shares(q: Queries, roles: list[str], rows: list[int], retrieved: np.ndarray, k: int = 10) -> dict:

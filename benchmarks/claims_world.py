@@ -40,7 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from compodiff.atomic import write_json  # noqa: E402
 from compodiff.benchmarks.circo import average_precision  # noqa: E402
 from compodiff.combiner import Combiner, CombinerSpec, train_combiner  # noqa: E402
-from compodiff.config import load_params  # noqa: E402
 from compodiff.denoiser import CompoDiffDenoiser, preset  # noqa: E402
 from compodiff.evaluation import sum_query  # noqa: E402
 from compodiff.objectives import TripletFeatures, kind_balance_weights  # noqa: E402
@@ -49,6 +48,7 @@ from compodiff.training import TextTokens, train_denoiser  # noqa: E402
 from datagen.world.truth import BENCHMARK_KINDS  # noqa: E402
 from orchestration.eval_steps import Queries, compodiff_queries, negated_share  # noqa: E402
 from orchestration.layout import Layout  # noqa: E402
+from orchestration.params import load_params  # noqa: E402
 from orchestration.train_steps import _spec, load_pair_features, load_triplet_features  # noqa: E402
 
 

@@ -18,8 +18,8 @@ from report import report
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compodiff.config import load_params  # noqa: E402
 from datagen.clip_filter import thresholds_of  # noqa: E402
+from orchestration.params import load_params  # noqa: E402
 
 SIM_IMAGE = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9)
 AUX = (-0.5, 0.0, 0.2, 0.4, 0.55)

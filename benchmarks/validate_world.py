@@ -21,11 +21,11 @@ from report import report  # noqa: E402
 
 from compodiff.checkpoint import load_checkpoint  # noqa: E402
 from compodiff.combiner import load_combiner  # noqa: E402
-from compodiff.config import load_params  # noqa: E402
 from compodiff.evaluation import cir_metrics, sum_query  # noqa: E402
 from compodiff.pipeline import CompoDiffPipeline  # noqa: E402
 from orchestration import eval_steps  # noqa: E402
 from orchestration.layout import Layout  # noqa: E402
+from orchestration.params import load_params  # noqa: E402
 
 VALIDATION_SEED_OFFSET = 1000  # the test benchmark is rendered with the params' seed
 

@@ -18,8 +18,8 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from compodiff.config import ClipFilterConfig
 from compodiff.encoders import Encoder, l2_normalize
+from datagen.config import ClipFilterConfig
 
 SCORES = ("sim_0", "sim_1", "sim_image", "sim_dir", "sim_keyword", "sim_instruction")
 

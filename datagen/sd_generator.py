@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from compodiff.config import DiffusersConfig
+from datagen.config import DiffusersConfig
 from datagen.image_pairs import PairRequest, PairResult, sample_parameters
 
 

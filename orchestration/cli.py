@@ -21,9 +21,9 @@ import time
 import warnings
 from pathlib import Path
 
-from compodiff.config import ConfigError, load_params
-from compodiff.config_schema import flatten
+from compodiff.config_schema import ConfigError, flatten
 from compodiff.errors import InputError
+from orchestration.params import load_params
 
 
 def _root() -> Path:

@@ -12,10 +12,10 @@ from types import SimpleNamespace
 
 import dagster as dg
 
-from compodiff.config import load_params
 from orchestration import lifecycle
 from orchestration.assets import caption_triplets, evaluation, image_pairs, training, triplet_sources, world
 from orchestration.checks import CHECKS
+from orchestration.params import load_params
 from orchestration.resources import ProjectResource, project_root
 from orchestration.tracking import MLflowTracking
 
@@ -73,7 +73,7 @@ defs = project.defs
 
 
 def lifecycle_job() -> dg.JobDefinition:
-    return defs.get_job_def(lifecycle.JOB)
+    return defs.resolve_job_def(lifecycle.JOB)
 
 
 def reconstructable_lifecycle():

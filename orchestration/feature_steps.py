@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compodiff.config import ConfigError
+from compodiff.config_schema import ConfigError
 from compodiff.encoders import load_encoder
 from compodiff.feature_store import FeatureError, load_features, save_features
 from datagen.instructions import reversed_instruction

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from compodiff.config import Params
+from orchestration.params import Params
 
 
 @dataclass(frozen=True)

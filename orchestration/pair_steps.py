@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from compodiff.atomic import atomic_dir, write_json
-from compodiff.config import ConfigError
+from compodiff.config_schema import ConfigError
 from compodiff.encoders import load_encoder
 from compodiff.feature_store import save_features
 from datagen.clip_filter import SCORES, apply_filter, clip_scores

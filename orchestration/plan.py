@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from compodiff.config import Params, load_params
 from compodiff.denoiser import preset
 from compodiff.errors import InputError
 from datagen.image_text_shards import SOURCE_EXTS
+from orchestration.params import Params, load_params
 
 HUB = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
 

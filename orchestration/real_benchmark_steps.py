@@ -15,7 +15,7 @@ from PIL import Image
 from compodiff.atomic import write_json
 from compodiff.benchmarks import circo, cirr, fashioniq, genecis
 from compodiff.checkpoint import load_checkpoint
-from compodiff.config import ConfigError
+from compodiff.config_schema import ConfigError
 from compodiff.encoders import load_encoder
 from compodiff.pipeline import CompoDiffPipeline
 from orchestration.cores import use_cores

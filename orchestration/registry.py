@@ -129,7 +129,7 @@ BY_NAME: dict[str, Step] = {s.name: s for s in STEPS}
 
 
 def step(name: str) -> Step:
-    from compodiff.config import ConfigError
+    from compodiff.config_schema import ConfigError
 
     if name not in BY_NAME:
         raise ConfigError(f"unknown step {name!r}; steps: {', '.join(BY_NAME)}")

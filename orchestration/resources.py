@@ -7,8 +7,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from compodiff.config import Params, load_params
 from orchestration.layout import Layout
+from orchestration.params import Params, load_params
 
 ROOT_ENV = "COMPODIFF_ROOT"
 

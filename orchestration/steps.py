@@ -9,7 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 
-from compodiff.config import ConfigError
+from compodiff.config_schema import ConfigError
 from datagen.world.pairs import write_pairs_shard
 from orchestration.cores import cores
 from orchestration.layout import Layout

@@ -20,8 +20,8 @@ from pathlib import Path
 import dagster as dg
 from filelock import FileLock
 
-from compodiff.config import Params
 from orchestration import registry
+from orchestration.params import Params
 
 PARAM_BATCH = 100  # MLflow accepts at most 100 params per log_batch call
 

@@ -16,7 +16,7 @@ import torch
 from compodiff.atomic import atomic_dir, write_json
 from compodiff.checkpoint import load_checkpoint, save_checkpoint
 from compodiff.combiner import Combiner, CombinerSpec, save_combiner, train_combiner
-from compodiff.config import ConfigError
+from compodiff.config_schema import ConfigError
 from compodiff.denoiser import CompoDiffDenoiser, preset
 from compodiff.encoders import load_encoder
 from compodiff.feature_store import load_features

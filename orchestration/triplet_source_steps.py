@@ -5,7 +5,7 @@ the partition set is fixed and DVC's stages match Dagster's partitions."""
 from __future__ import annotations
 
 from compodiff.atomic import atomic_dir, write_json
-from compodiff.config import ConfigError
+from compodiff.config_schema import ConfigError
 from datagen.image_triplets import SOURCES, read_source, resolved
 from datagen.image_triplets.convert import convert
 from orchestration.layout import Layout

@@ -14,7 +14,7 @@ import spacy
 import torch
 
 from compodiff.atomic import atomic_dir, write_json
-from compodiff.config import ConfigError
+from compodiff.config_schema import ConfigError
 from compodiff.encoders import load_encoder
 from datagen import llm_triplets as llm
 from datagen.keyword_triplets import build_neighbours, keyword_triplets, object_terms

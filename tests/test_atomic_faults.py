@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from compodiff.atomic import DiskFull, atomic_dir, write_json
-from compodiff.config import load_params
 from compodiff.feature_store import save_features
 from compodiff.profiles import render
 from orchestration.layout import Layout
+from orchestration.params import load_params
 from orchestration.step_lock import StepBusy, step_lock
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def test_a_dir_swap_killed_between_its_renames_is_repaired_by_the_next_write(tmp
 HOLD = """
 import sys, time
 from pathlib import Path
-from compodiff.config import load_params
+from orchestration.params import load_params
 from orchestration.layout import Layout
 from orchestration.step_lock import step_lock
 layout = Layout(Path(sys.argv[1]), load_params(sys.argv[2]))

@@ -8,11 +8,12 @@ import pytest
 import yaml
 
 from compodiff.atomic import atomic_path, write_json
-from compodiff.config import ConfigError, load_params
+from compodiff.config_schema import ConfigError
 from compodiff.profiles import render, resolve
 from datagen.shards import ShardError, decode_png, read_shard
 from datagen.world.pairs import write_pairs_shard
 from orchestration.cli import main as cli
+from orchestration.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from compodiff.config import load_params
 from compodiff.encoders import EncoderError, load_encoder
 from datagen.shards import decode_png
 from datagen.world.clip_training import normalise_pixels, retrieval_recall, train_clip
 from datagen.world.pairs import make_pairs
+from orchestration.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from compodiff.config import ClipFilterConfig
 from datagen.clip_filter import apply_filter
+from datagen.config import ClipFilterConfig
 from datagen.image_pairs import PairRequest, PairResult, generate_shard, sample_seed
 from datagen.shards import decode_png, read_shard
 from datagen.world.captions import parse_caption
@@ -186,11 +186,11 @@ def test_llm_share_gives_llm_triplets_their_part_of_each_shards_budget(tmp_path)
     from dataclasses import replace
     from pathlib import Path
 
-    from compodiff.config import load_params
     from datagen.image_pairs import TRIPLET_COLUMNS
     from datagen.shards import write_shard
     from orchestration.layout import Layout
     from orchestration.pair_steps import shard_of, triplets_for_shard
+    from orchestration.params import load_params
 
     base = load_params(Path(__file__).resolve().parents[1] / "profiles" / "tiny.yaml")
     n = 400

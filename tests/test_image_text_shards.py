@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from compodiff.config import load_params
 from datagen.image_text_shards import SourceError, ingest_shard, source_path
 from datagen.shards import decode_png, read_manifest, read_shard
 from datagen.world.pairs import PAIR_COLUMNS
+from orchestration.params import load_params
 
 
 def _jpeg(w, h, colour):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from compodiff.config import ConfigError, TripletSourceConfig
-from compodiff.config_schema import from_dict
+from compodiff.config_schema import ConfigError, from_dict
 from compodiff.objectives import source_mix_weights
+from datagen.config import TripletSourceConfig
 from datagen.image_triplets import read_source
 from datagen.image_triplets.convert import convert
 from datagen.image_triplets.sources import SourceError
@@ -176,7 +176,7 @@ def test_an_image_of_the_shards_size_keeps_its_bytes_and_a_truncated_one_is_coun
 def test_the_source_kinds_are_the_same_in_the_readers_the_registry_and_the_config():
     import dataclasses
 
-    from compodiff.config import TripletSourceConfig, TripletSourcesConfig
+    from datagen.config import TripletSourceConfig, TripletSourcesConfig
     from datagen.image_triplets import SOURCES
     from orchestration.registry import TRIPLET_SOURCES
 

@@ -11,13 +11,13 @@ import pytest
 import yaml
 from safetensors.numpy import load_file
 
-from compodiff.config import load_params
 from compodiff.feature_store import load_features
 from datagen.image_triplets.export import export_ip2p, export_megapairs
 from orchestration import feature_steps, train_steps, triplet_source_steps
 from orchestration.definitions import build
 from orchestration.layout import Layout
 from orchestration.lifecycle import materialize
+from orchestration.params import load_params
 from tests import triplet_fixtures as fx
 from tests.test_orchestration import copy_project
 

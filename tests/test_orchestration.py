@@ -427,8 +427,9 @@ def test_real_benchmarks_run_on_the_world_export_in_their_official_formats(mater
     GeneCIS files, scores the same model through each loader and evaluator."""
     from dataclasses import replace
 
-    from compodiff.config import SourcesConfig, load_params
+    from datagen.config import SourcesConfig
     from orchestration.layout import Layout
+    from orchestration.params import load_params
     from orchestration.real_benchmark_steps import real_benchmark
 
     root, _, _ = materialized

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from compodiff.config import load_params
+from orchestration.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ("paper-vitl", "paper-vitl-t5", "paper-vitg")
@@ -36,9 +36,9 @@ def test_plan_checks_paths_and_prints_the_steps():
 
 
 def test_plan_counts_each_triplet_source_from_its_annotations(tmp_path):
-    from compodiff.config import Params
     from compodiff.config_schema import from_dict
     from compodiff.profiles import merge, resolve
+    from orchestration.params import Params
     from orchestration.plan import triplet_sources
     from tests import triplet_fixtures as fx
 

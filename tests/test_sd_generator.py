@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from compodiff.config import DiffusersConfig
+from datagen.config import DiffusersConfig
 from datagen.image_pairs import PairRequest, sample_parameters
 from datagen.sd_generator import StableDiffusionPairGenerator, generate_pairs, install_injection, load_pipeline
 from datagen.sd_random import random_pipeline

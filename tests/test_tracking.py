@@ -6,7 +6,7 @@ from pathlib import Path
 
 import mlflow
 
-from compodiff.config import load_params
+from orchestration.params import load_params
 from orchestration.tracking import MLflowTracking, resolve_tracking_uri
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def test_a_killed_steps_run_is_closed_when_the_step_runs_again(tmp_path):
     import time
 
     code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r})\n"
-            "from compodiff.config import load_params\nfrom orchestration.tracking import MLflowTracking\n"
+            "from orchestration.params import load_params\nfrom orchestration.tracking import MLflowTracking\n"
             f"t = MLflowTracking(tracking_uri='sqlite:///mlflow.db', root={str(tmp_path)!r})\n"
             f"with t.step_run('encoder', load_params({str(ROOT / 'profiles' / 'tiny.yaml')!r})):\n"
             "    print('started', flush=True); time.sleep(600)\n")

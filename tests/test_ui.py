@@ -6,10 +6,8 @@ With UPDATE_SCREENSHOTS=1 the screenshots are written to docs/screenshots for th
 """
 
 import os
-import socket
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -17,31 +15,10 @@ import mlflow
 import pytest
 
 from tests.test_orchestration import DAGSTER, ROOT, copy_project, env_for
+from tools.lifecycle_screenshot import ARGS, CHROMIUM, free_port, wait_http
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 pytestmark = [pytest.mark.ui, pytest.mark.slow,
               pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian's chromium is not installed")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stdout.read()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(1)
-    raise TimeoutError(f"{url} did not answer in {timeout}s")
 
 
 def shots_dir(tmp_path: Path) -> Path:

@@ -96,8 +96,8 @@ def run_cli(root: Path, step: registry.Step, item: str | None) -> float:
 
 def run_here(root: Path, step: registry.Step, item: str | None) -> float:
     """The step function in this process, as ``compodiff run`` calls it (without its MLflow run)."""
-    from compodiff.config import load_params
     from orchestration.layout import Layout
+    from orchestration.params import load_params
 
     t0 = time.perf_counter()
     layout = Layout(root, load_params(root / "params.yaml"))

@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from compodiff.config import ConfigError
+from compodiff.config_schema import ConfigError
 from datagen.image_triplets.record import Skip, Triplet
 from datagen.image_triplets.sources import SourceError
 from datagen.tar_samples import TarError, iter_samples

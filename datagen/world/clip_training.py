@@ -17,9 +17,10 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from compodiff.config import EncoderTrainConfig
 from compodiff.encoders import load_encoder, save_encoder
 from compodiff.seeding import keeps_global_rng
+from compodiff.training import bf16_is_fast
+from datagen.config import EncoderTrainConfig
 from datagen.world.language import paraphrase_captions, vocabulary
 
 PREPROCESS = {"mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD),
@@ -73,6 +74,7 @@ def train_clip(cfg: EncoderTrainConfig, images: np.ndarray, captions: list[str],
     clip.train()
     start = time.perf_counter()
     loss_value = float("nan")
+    bf16 = cfg.bf16 and bf16_is_fast(torch.device("cpu"))  # emulated bf16 is many times slower than fp32
     for step in range(cfg.steps):
         if cursor + cfg.batch_size > len(order):
             order, cursor = gen.permutation(len(images)), 0
@@ -80,7 +82,7 @@ def train_clip(cfg: EncoderTrainConfig, images: np.ndarray, captions: list[str],
         cursor += cfg.batch_size
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             img_f = clip.encode_image(normalise_pixels(images[idx]))
             txt_f = clip.encode_text(tokens[idx])
         img_f, txt_f = F.normalize(img_f.float(), dim=-1), F.normalize(txt_f.float(), dim=-1)
@@ -100,7 +102,7 @@ def train_clip(cfg: EncoderTrainConfig, images: np.ndarray, captions: list[str],
     seconds = time.perf_counter() - start
     clip.eval()
     save_encoder(clip, mcfg, {**PREPROCESS, "size": image_size}, out_dir)
-    return {"final_loss": loss_value, "steps": cfg.steps, "train_seconds": seconds,
+    return {"final_loss": loss_value, "steps": cfg.steps, "bf16": bf16, "train_seconds": seconds,
             "samples_per_second": cfg.steps * cfg.batch_size / seconds, "train_pairs": len(images),
             "paraphrased": sum(a != b for a, b in zip(captions, original)), "words": sorted(vocabulary(captions))}
 

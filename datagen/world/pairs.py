@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compodiff.config import WorldConfig
+from datagen.config import WorldConfig
 from datagen.shards import encode_png, is_complete, write_shard
 from datagen.world.captions import caption
 from datagen.world.render import render

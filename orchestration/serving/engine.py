@@ -108,13 +108,13 @@ def load_engine(root: Path, model: str | None = None) -> SearchEngine:
     """The default run's stage 2 (``model`` None), a checkpoint path, or a registered model
     (``models:/compodiff-stage2@champion``, which brings its own encoder and index)."""
     from compodiff.checkpoint import load_checkpoint
-    from compodiff.config import load_params
     from compodiff.encoders import load_encoder
     from compodiff.feature_store import load_features
     from compodiff.pipeline import CompoDiffPipeline
     from compodiff.retrieval import GalleryIndex
     from datagen.shards import read_shard
     from orchestration.layout import Layout
+    from orchestration.params import load_params
 
     layout = Layout(root, load_params(root / "params.yaml"))
     p = layout.params
