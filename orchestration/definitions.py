@@ -56,8 +56,11 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
             dg.define_asset_job("train", selection=dg.AssetSelection.groups("training")),
             dg.define_asset_job("evaluate", selection=dg.AssetSelection.groups("evaluation")),
             dg.define_asset_job("triplet_sources", selection=dg.AssetSelection.groups("triplet_sources")),
+            # from the UI or `dagster job execute`, the run `compodiff lifecycle` makes: every shard, the lanes
             dg.define_asset_job(lifecycle.JOB, selection=lifecycle.selection(assets, params),
-                                description="The whole lifecycle in one run: `compodiff lifecycle`.")]
+                                description="The whole lifecycle in one run: `compodiff lifecycle`.",
+                                tags=lifecycle.range_tags(params),
+                                config={"execution": ex} if (ex := lifecycle.execution(params)) else None)]
     resources = {
         "project": ProjectResource(root=str(root), params_file=params_file),
         "tracking": MLflowTracking(tracking_uri=params.tracking.tracking_uri,

@@ -41,16 +41,28 @@ def selection(assets, params) -> dg.AssetSelection:
     return dg.AssetSelection.all() - dg.AssetSelection.assets(*others)
 
 
+def range_tags(params) -> dict:
+    """The lifecycle covers every shard: a single-run backfill of the shard-partitioned assets."""
+    return {RANGE_START: params.world.shards[0], RANGE_END: params.world.shards[-1]}
+
+
+def execution(params, serial: bool = False) -> dict | None:
+    """The multiprocess executor's config: the lanes' tag limits (None under another executor)."""
+    if os.environ.get("COMPODIFF_EXECUTOR", "multiprocess") != "multiprocess":
+        return None
+    lanes = params.lifecycle
+    return {"config": {
+        "max_concurrent": 1 if serial else lanes.main + lanes.side,
+        "tag_concurrency_limits": [{"key": LANE_TAG, "value": "main", "limit": lanes.main},
+                                   {"key": LANE_TAG, "value": "side", "limit": lanes.side}],
+        # each step's process forks from one that has imported torch and the definitions already
+        "start_method": {"forkserver": {"preload_modules": ["torch", "orchestration.definitions"]}}}}
+
+
 def run_config(project, log_level: str = "WARNING", multiprocess: bool = True, serial: bool = False) -> dict:
     config: dict = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    if multiprocess and os.environ.get("COMPODIFF_EXECUTOR", "multiprocess") == "multiprocess":
-        lanes = project.params.lifecycle
-        config["execution"] = {"config": {
-            "max_concurrent": 1 if serial else lanes.main + lanes.side,
-            "tag_concurrency_limits": [{"key": LANE_TAG, "value": "main", "limit": lanes.main},
-                                       {"key": LANE_TAG, "value": "side", "limit": lanes.side}],
-            # each step's process forks from one that has imported torch and the definitions already
-            "start_method": {"forkserver": {"preload_modules": ["torch", "orchestration.definitions"]}}}}
+    if multiprocess and (ex := execution(project.params, serial)) is not None:
+        config["execution"] = ex
     return config
 
 

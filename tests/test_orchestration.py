@@ -293,6 +293,24 @@ def test_lifecycle_is_one_dagster_run_whose_models_do_not_depend_on_what_ran_bes
     assert (beside / "data" / "llm" / "manifest.json").read_text() == adapter
 
 
+def test_the_lifecycle_job_launched_anywhere_covers_every_shard_with_the_lanes_limits(tmp_path):
+    """`dagster job execute -j lifecycle` or the UI's launch make the run `compodiff lifecycle` makes."""
+    project = build(copy_project(tmp_path))
+    job = project.defs.resolve_job_def("lifecycle")
+    shards = project.params.world.shards
+    assert job.tags["dagster/asset_partition_range_start"] == shards[0]
+    assert job.tags["dagster/asset_partition_range_end"] == shards[-1]
+    config = job.get_run_config_for_partition_key(shards[0])["execution"]["config"]
+    assert config["tag_concurrency_limits"] == [{"key": "compodiff/lane", "value": "main", "limit": 1},
+                                                {"key": "compodiff/lane", "value": "side", "limit": 1}]
+    keys = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
+    assert keys == set(ASSETS) - {"image_triplets", "real_benchmark"}
+    lanes = {n.name: n.tags.get("compodiff/lane") for n in job.graph.nodes if n.name in keys}
+    assert {n for n, lane in lanes.items() if lane == "side"} == {"caption_pool", "llm_adapter", "llm_triplets",
+                                                                  "world_benchmark"}
+    assert all(lane in ("main", "side") for lane in lanes.values())
+
+
 def test_dagster_definitions_validate(tmp_path):
     """What `dagster dev` loads: jobs, partitions, checks and resources all valid."""
     root = copy_project(tmp_path)
