@@ -159,8 +159,8 @@ def llm_adapter(layout: Layout, log: Log = print) -> dict:
             corpus = _pretraining_documents(layout, order[:cfg.lm.pretrain_captions], cfg.lm.captions_per_document)
             tok = llm.train_tokenizer(corpus + [s[1] for s in seeds] + [llm.SEP_EDIT, llm.SEP_OUT, llm.STOP],
                                       cfg.lm.vocab_size, tmp / "tokenizer", cfg.lm.tokenizer)
-            # the initial weights from the params' seed, not from whatever this process drew before (the
-            # lifecycle's side lane runs other steps first in the same process)
+            # the initial weights from the params' seed, not from whatever this process drew before (an
+            # in-process Dagster run executes other steps first in the same process)
             torch.manual_seed(p.seed)
             base = llm.build_world_lm(tok, cfg.lm.hidden, cfg.lm.layers, cfg.lm.heads, cfg.lm.ffn,
                                       cfg.lm.max_positions)

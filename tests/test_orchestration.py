@@ -468,7 +468,7 @@ def test_real_benchmarks_run_on_the_world_export_in_their_official_formats(mater
 
 @pytest.mark.slow  # the whole tiny graph, or a full DVC / lifecycle round trip
 def test_llm_adapter_is_reproducible_whatever_the_process_drew_before(materialized, tmp_path):
-    """The lifecycle's side lane runs other steps before llm_adapter in one process: the world LM's
+    """An in-process run executes other steps before llm_adapter in one process: the world LM's
     initial weights and LoRA's come from the params' seed, so the same inputs give the same adapter."""
     import torch
     from safetensors.torch import load_file

@@ -14,8 +14,16 @@ import dagster as dg
 import mlflow
 import pytest
 
-from tests.test_orchestration import DAGSTER, ROOT, copy_project, env_for
-from tools.lifecycle_screenshot import ARGS, CHROMIUM, free_port, wait_http
+from tests.test_orchestration import ROOT, copy_project, env_for
+from tools.lifecycle_screenshot import (
+    CHROMIUM,
+    chromium_page,
+    dagster_dev,
+    dismiss_newsletter,
+    free_port,
+    stop,
+    wait_http,
+)
 
 pytestmark = [pytest.mark.ui, pytest.mark.slow,
               pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian's chromium is not installed")]
@@ -31,30 +39,19 @@ def shots_dir(tmp_path: Path) -> Path:
 
 @pytest.mark.timeout(900)
 def test_asset_graph_materialize_from_the_ui_and_see_the_mlflow_run(tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     root = copy_project(tmp_path / "project")
     env = env_for(root)
     (Path(env["DAGSTER_HOME"]) / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    port, mlflow_port = free_port(), free_port()
-    dagster = subprocess.Popen([str(DAGSTER), "dev", "-m", "orchestration.definitions", "-h", "127.0.0.1", "-p",
-                                str(port)], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)
-    servers = [dagster]
+    mlflow_port = free_port()
     shots = shots_dir(tmp_path)
+    mlflow_proc = None
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/server_info", 180, dagster)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-            page = browser.new_page(viewport={"width": 1500, "height": 900})
+        with dagster_dev(root, env) as url, chromium_page(1500, 900) as page:
             group = f"{url}/locations/orchestration.definitions/asset-groups"
             page.goto(f"{group}/world/lineage", wait_until="networkidle")
-            skip = page.get_by_role("button", name="Skip")  # the first-visit newsletter dialog
-            try:
-                skip.first.click(timeout=10_000)
-            except Exception:  # noqa: BLE001 - not shown (already dismissed): nothing to do
-                pass
+            dismiss_newsletter(page)
             expect(page.get_by_text("world_pairs").first).to_be_visible(timeout=60_000)
             for _ in range(3):  # the button may answer only once the page has loaded the definitions
                 page.goto(f"{url}/assets/world_benchmark", wait_until="networkidle")
@@ -90,7 +87,6 @@ def test_asset_graph_materialize_from_the_ui_and_see_the_mlflow_run(tmp_path):
                                             uri, "-h", "127.0.0.1", "-p", str(mlflow_port)], cwd=root, env=env,
                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                            start_new_session=True)
-            servers.append(mlflow_proc)
             wait_http(f"http://127.0.0.1:{mlflow_port}/health", 120, mlflow_proc)
             client = mlflow.MlflowClient(uri)
             exp = client.get_experiment_by_name("compodiff")
@@ -100,11 +96,6 @@ def test_asset_graph_materialize_from_the_ui_and_see_the_mlflow_run(tmp_path):
             expect(page.get_by_text("world_benchmark").first).to_be_visible(timeout=60_000)
             page.wait_for_timeout(1500)
             page.screenshot(path=str(shots / "mlflow_run.png"))
-            browser.close()
     finally:
-        for s in servers:
-            try:
-                os.killpg(s.pid, 15)
-                s.wait(timeout=30)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(s.pid, 9)
+        if mlflow_proc is not None:
+            stop(mlflow_proc)

@@ -9,6 +9,7 @@ headless Chromium:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import subprocess
@@ -50,12 +51,9 @@ def latest_lifecycle_run(home: Path) -> str:
     return runs[0].run_id
 
 
-def screenshot(root: Path, out: Path, run_id: str | None = None) -> str:
-    from playwright.sync_api import expect, sync_playwright
-
-    home = Path(os.environ.get("DAGSTER_HOME") or root / ".dagster_home")
-    run_id = run_id or latest_lifecycle_run(home)
-    env = {**os.environ, "DAGSTER_HOME": str(home), "COMPODIFF_ROOT": str(root)}
+@contextlib.contextmanager
+def dagster_dev(root: Path, env: dict):
+    """`dagster dev` on the project at ``root``, on a free loopback port; yields its URL."""
     port = free_port()
     server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "dagster"), "dev", "-m", "orchestration.definitions",
                                "-h", "127.0.0.1", "-p", str(port)], cwd=root, env=env, stdout=subprocess.PIPE,
@@ -63,26 +61,55 @@ def screenshot(root: Path, out: Path, run_id: str | None = None) -> str:
     try:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/server_info", 180, server)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(f"{url}/runs/{run_id}", wait_until="load", timeout=90_000)
-            try:  # the first-visit newsletter dialog
-                page.get_by_role("button", name="Skip").first.click(timeout=10_000)
-            except Exception:  # noqa: BLE001 - not shown: nothing to dismiss
-                pass
-            expect(page.get_by_text("encoder").first).to_be_visible(timeout=90_000)
-            expect(page.get_by_text("Success").first).to_be_visible(timeout=90_000)
-            page.wait_for_timeout(3000)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(out))
-            browser.close()
+        yield url
     finally:
+        stop(server)
+
+
+def stop(server: subprocess.Popen) -> None:
+    try:
         os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, 9)
+
+
+@contextlib.contextmanager
+def chromium_page(width: int = 1600, height: int = 1000):
+    """A page of Debian's headless Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, 9)
+            yield browser.new_page(viewport={"width": width, "height": height})
+        finally:
+            browser.close()
+
+
+def dismiss_newsletter(page) -> None:
+    try:  # the Dagster UI's first-visit newsletter dialog
+        page.get_by_role("button", name="Skip").first.click(timeout=10_000)
+    except Exception:  # noqa: BLE001 - not shown (already dismissed): nothing to do
+        pass
+
+
+def screenshot(root: Path, out: Path, run_id: str | None = None) -> str:
+    from playwright.sync_api import expect
+
+    home = Path(os.environ.get("DAGSTER_HOME") or root / ".dagster_home")
+    run_id = run_id or latest_lifecycle_run(home)
+    env = {**os.environ, "DAGSTER_HOME": str(home), "COMPODIFF_ROOT": str(root)}
+    with dagster_dev(root, env) as url, chromium_page() as page:
+        page.goto(f"{url}/runs/{run_id}", wait_until="load", timeout=90_000)
+        dismiss_newsletter(page)
+        expect(page.get_by_text("encoder").first).to_be_visible(timeout=90_000)
+        expect(page.get_by_text("Success").first).to_be_visible(timeout=90_000)
+        page.wait_for_timeout(3000)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out))
     return run_id
 
 
