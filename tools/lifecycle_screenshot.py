@@ -105,9 +105,8 @@ def screenshot(root: Path, out: Path, run_id: str | None = None) -> str:
     with dagster_dev(root, env) as url, chromium_page() as page:
         page.goto(f"{url}/runs/{run_id}", wait_until="load", timeout=90_000)
         dismiss_newsletter(page)
-        expect(page.get_by_text("encoder").first).to_be_visible(timeout=90_000)
         expect(page.get_by_text("Success").first).to_be_visible(timeout=90_000)
-        page.wait_for_timeout(3000)
+        page.wait_for_timeout(8000)  # the Gantt chart draws after the run's events have loaded
         out.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(out))
     return run_id
