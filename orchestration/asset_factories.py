@@ -54,7 +54,7 @@ def step_asset(params, name: str, fn, group: str, description: str, artifact=Non
                tracking: MLflowTracking) -> dg.MaterializeResult:
         layout = project.layout()
         with step_lock(layout, name), tracking.step_run(name, layout.params, context.run.run_id,
-                                                        system_metrics=training) as run:
+                                                        system_metrics=training, job=context.run.job_name) as run:
             kwargs = {"on_metrics": lambda s, m: run.log_metrics(m, step=s)} if training else {}
             result = fn(layout, log=progress(context), **kwargs)
             run.log_metrics(result)
@@ -88,7 +88,7 @@ def sharded_asset(params, name: str, partitions, run_shards, group: str, descrip
         layout = project.layout()
         keys = list(context.partition_keys)
         with step_lock(layout, name, keys), tracking.step_run(name, layout.params, context.run.run_id,
-                                                              ",".join(keys)) as run:
+                                                              ",".join(keys), job=context.run.job_name) as run:
             manifests = run_shards(layout, keys, progress(context))
             total = {k: sum(m[k] for m in manifests) for k in totals}
             if per_partition:

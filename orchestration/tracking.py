@@ -1,4 +1,4 @@
-"""MLflow tracking: one MLflow run per asset step, as a Dagster resource of our own.
+"""MLflow tracking: one MLflow run per asset step, nested in one run per Dagster run, as a Dagster resource.
 
 dagster-mlflow opens one MLflow run per Dagster *run* and finds it again by a
 racy tag search (shared/reference/mlops.md); here each step opens and closes
@@ -140,15 +140,31 @@ class MLflowTracking(dg.ConfigurableResource):
             return client.create_experiment(self.experiment, artifact_location=artifacts.as_uri(),
                                             tags={EXPERIMENT_KIND: MODEL_TRAINING})
 
+    def parent_run(self, client, exp_id: str, dagster_run_id: str, job: str) -> str:
+        """The MLflow run that groups the step runs of one Dagster run (found or made once, whatever runs in
+        parallel); a grouping run holds no process, so it is recorded finished."""
+        with FileLock(str(Path(self.root) / ".mlflow.lock"), timeout=300):
+            found = client.search_runs([exp_id], f"tags.`dagster.run_id` = '{dagster_run_id}' and "
+                                                 "tags.`compodiff.kind` = 'dagster_run'", max_results=1)
+            if found:
+                return found[0].info.run_id
+            run = client.create_run(exp_id, run_name=f"{job or 'dagster run'} {dagster_run_id[:8]}", tags={
+                "dagster.run_id": dagster_run_id, "dagster.job": job, "compodiff.kind": "dagster_run",
+                "git.commit": git_commit(self.root)})
+            client.set_terminated(run.info.run_id, "FINISHED")
+            return run.info.run_id
+
     @contextlib.contextmanager
     def step_run(self, asset: str, params: Params, dagster_run_id: str = "", partition: str = "",
-                 extra_tags: dict | None = None, system_metrics: bool = False) -> Iterator[StepRun]:
-        """``system_metrics``: CPU, memory (and GPU) sampled into the run while the step works."""
+                 extra_tags: dict | None = None, system_metrics: bool = False, job: str = "") -> Iterator[StepRun]:
+        """``system_metrics``: CPU, memory (and GPU) sampled into the run while the step works. Under a
+        Dagster run, the step's run is nested in that run's grouping run (``parent_run``)."""
         import mlflow
 
         exp_id = self.ensure_experiment()
         client = mlflow.MlflowClient(self.uri())
-        tags = {
+        parent = {"mlflow.parentRunId": self.parent_run(client, exp_id, dagster_run_id, job)} if dagster_run_id else {}
+        tags = {**parent,
             "dagster.run_id": dagster_run_id, "dagster.asset": asset, "dagster.partition": partition,
             "mlflow.source.git.commit": git_commit(self.root), "git.commit": git_commit(self.root),
             "params.hash": params.digest(), "profile": params.profile, **(extra_tags or {}),

@@ -144,9 +144,14 @@ def test_one_mlflow_run_per_asset_step_with_lineage_tags(materialized):
     root, project, results = materialized
     uri = f"sqlite:///{root}/mlflow.db"
     client = mlflow.MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("compodiff").experiment_id])
+    every = client.search_runs([client.get_experiment_by_name("compodiff").experiment_id])
+    groups = {r.data.tags["dagster.run_id"]: r for r in every if r.data.tags.get("compodiff.kind") == "dagster_run"}
+    runs = [r for r in every if r.data.tags.get("compodiff.kind") != "dagster_run"]
     by_asset = {r.data.tags["dagster.asset"]: r for r in runs}
     assert set(by_asset) == set(ASSETS) and len(runs) == len(ASSETS)
+    # each step run is nested in the grouping run of its Dagster run: three Dagster runs, three groups
+    assert set(groups) == {r.run_id for r in results} and len(every) == len(ASSETS) + 3
+    assert all(r.data.tags["mlflow.parentRunId"] == groups[r.data.tags["dagster.run_id"]].info.run_id for r in runs)
     enc = by_asset["encoder"]
     assert all(r.info.status == "FINISHED" for r in runs)
     assert enc.data.tags["dagster.run_id"] == result_of(results, "encoder").run_id

@@ -12,10 +12,11 @@ from orchestration.tracking import MLflowTracking, resolve_tracking_uri
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _first_use(root: str, queue) -> None:
+def _first_use(root: str, queue, dagster_run_id: str = "") -> None:
     try:
         tracking = MLflowTracking(tracking_uri="sqlite:///mlflow.db", experiment="compodiff", root=root)
-        with tracking.step_run("world_pairs", load_params(ROOT / "profiles" / "tiny.yaml"), partition="s00") as r:
+        with tracking.step_run("world_pairs", load_params(ROOT / "profiles" / "tiny.yaml"), dagster_run_id,
+                               partition="s00", job="lifecycle") as r:
             r.log_metrics({"pairs": 1})
         queue.put(tracking.ensure_experiment())
     except Exception as err:  # noqa: BLE001 - reported to the parent
@@ -39,6 +40,26 @@ def test_parallel_first_use_creates_one_schema_and_one_experiment(tmp_path):
     # the params of a run are those its step reads, not the whole config
     logged = runs[0].data.params
     assert "world.shards" in logged and "seed" in logged and not any(k.startswith("training.") for k in logged)
+
+
+def test_the_step_runs_of_one_dagster_run_nest_in_one_grouping_run_made_once(tmp_path):
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_first_use, args=(str(tmp_path), queue, run)) for run in ("r1", "r1", "r1", "r2")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(180)
+    ids = {queue.get(timeout=5) for _ in procs}
+    assert len(ids) == 1 and not str(next(iter(ids))).startswith("error"), ids
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs(list(ids))
+    groups = {r.data.tags["dagster.run_id"]: r for r in runs if r.data.tags.get("compodiff.kind") == "dagster_run"}
+    steps = [r for r in runs if "dagster.asset" in r.data.tags]
+    assert sorted(groups) == ["r1", "r2"] and len(steps) == 4 and len(runs) == 6
+    assert all(g.info.status == "FINISHED" and g.info.run_name == f"lifecycle {k}" for k, g in groups.items())
+    assert sorted(s.data.tags["mlflow.parentRunId"] for s in steps) == sorted(
+        [groups["r1"].info.run_id] * 3 + [groups["r2"].info.run_id])
 
 
 def test_failed_step_is_marked_failed(tmp_path):
