@@ -24,6 +24,9 @@ from compodiff.denoiser import CompoDiffDenoiser, DenoiserConfig
 from compodiff.errors import InputError
 
 CONFIG_KEY = "compodiff.denoiser_config"
+# the whole header metadata as one sorted JSON value: safetensors orders several keys per process, so the
+# same weights would give different bytes from run to run
+HEADER_KEY = "compodiff"
 
 
 class CheckpointError(InputError):
@@ -107,8 +110,8 @@ def load_official_checkpoint(path: str | Path, config: DenoiserConfig | None = N
 
 def save_checkpoint(model: CompoDiffDenoiser, path: str | Path, metadata: dict | None = None) -> Path:
     """safetensors with the resolved config in its header, written atomically."""
-    meta = {CONFIG_KEY: json.dumps(model.config.to_dict(), sort_keys=True)}
-    meta.update({k: json.dumps(v, default=str) for k, v in (metadata or {}).items()})
+    meta = {HEADER_KEY: json.dumps({**(metadata or {}), CONFIG_KEY: model.config.to_dict()}, sort_keys=True,
+                                   default=str)}
     # The rotary frequencies are one tensor shared by every layer: store each copy separately.
     state = {k: v.detach().contiguous().clone().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path, suffix=".safetensors") as tmp:
@@ -124,13 +127,13 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> CompoDiffDen
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+            meta = _parsed(f.metadata() or {})
         state = load_file(str(path), device=str(map_location))
-    except (SafetensorError, OSError) as err:
+    except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path} is not a readable safetensors checkpoint: {err}") from None
     if CONFIG_KEY not in meta:
         raise CheckpointError(f"{path} carries no denoiser config ({CONFIG_KEY} missing from its header)")
-    cfg_dict = json.loads(meta[CONFIG_KEY])
+    cfg_dict = meta[CONFIG_KEY]
     known = {f.name for f in fields(DenoiserConfig)}
     unknown = sorted(set(cfg_dict) - known)
     if unknown:
@@ -144,5 +147,11 @@ def checkpoint_metadata(path: str | Path) -> dict:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+        return _parsed(f.metadata() or {})
+
+
+def _parsed(meta: dict[str, str]) -> dict:
+    """The header's metadata: one JSON value under HEADER_KEY, or (earlier checkpoints) one per key."""
+    if HEADER_KEY in meta:
+        return json.loads(meta[HEADER_KEY])
     return {k: json.loads(v) for k, v in meta.items()}

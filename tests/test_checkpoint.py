@@ -31,6 +31,42 @@ def test_safetensors_round_trip_gives_identical_outputs(tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))  # atomic write leaves no temp file
 
 
+SAVE = """
+import sys, torch, compodiff
+torch.manual_seed(0)
+compodiff.save_checkpoint(compodiff.build_denoiser("tiny"), sys.argv[1], {"step": 7, "loss": 0.5, "mix": [1, 2]})
+"""
+
+
+def test_the_same_weights_give_the_same_bytes_in_every_process(tmp_path):
+    import subprocess
+    import sys
+
+    from compodiff.checkpoint import CONFIG_KEY, checkpoint_metadata
+
+    for name in ("a", "b", "c"):
+        subprocess.run([sys.executable, "-c", SAVE, str(tmp_path / f"{name}.safetensors")], check=True, timeout=120)
+    data = [(tmp_path / f"{n}.safetensors").read_bytes() for n in "abc"]
+    assert data[0] == data[1] == data[2]
+    meta = checkpoint_metadata(tmp_path / "a.safetensors")
+    assert meta["step"] == 7 and meta["mix"] == [1, 2] and meta[CONFIG_KEY]["depth"] > 0
+
+
+def test_a_checkpoint_with_one_header_key_per_value_still_loads(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from compodiff.checkpoint import CONFIG_KEY, checkpoint_metadata
+
+    net = compodiff.build_denoiser("tiny").eval()
+    state = {k: v.contiguous().clone() for k, v in net.state_dict().items()}
+    save_file(state, str(tmp_path / "old.safetensors"), metadata={
+        CONFIG_KEY: json.dumps(net.config.to_dict()), "step": "7"})
+    assert load_checkpoint(tmp_path / "old.safetensors").config == net.config
+    assert checkpoint_metadata(tmp_path / "old.safetensors")["step"] == 7
+
+
 @pytest.mark.parametrize("prefix", ["model.net.", "model.", "net.", ""])
 def test_release_format_loads_with_any_prefix(tmp_path, prefix):
     torch.manual_seed(0)
