@@ -20,6 +20,7 @@ from pathlib import Path
 import dagster as dg
 from filelock import FileLock
 
+from compodiff.atomic import atomic_path
 from orchestration import registry
 from orchestration.params import Params
 
@@ -124,12 +125,25 @@ class MLflowTracking(dg.ConfigurableResource):
             return self.tracking_uri.rstrip("/")
         return self.ui_url.rstrip("/")
 
+    def _create_store(self) -> None:
+        """A new SQLite store gets MLflow's schema in a temporary file renamed into place: a step killed while
+        MLflow creates the tables would otherwise leave a half-made store that every later run fails on."""
+        import mlflow
+
+        prefix = "sqlite:///"
+        uri = self.uri()
+        if not uri.startswith(prefix) or Path(uri[len(prefix):]).exists():
+            return
+        with atomic_path(uri[len(prefix):], suffix=".db") as tmp:
+            mlflow.MlflowClient(prefix + str(tmp)).search_experiments(max_results=1)
+
     def ensure_experiment(self) -> str:
         """Create the schema and the experiment exactly once, whatever runs in parallel."""
         import mlflow
 
         lock_path = Path(self.root) / ".mlflow.lock"
         with FileLock(str(lock_path), timeout=300):
+            self._create_store()
             client = mlflow.MlflowClient(self.uri())
             exp = client.get_experiment_by_name(self.experiment)
             if exp is not None:

@@ -62,6 +62,40 @@ def test_the_step_runs_of_one_dagster_run_nest_in_one_grouping_run_made_once(tmp
         [groups["r1"].info.run_id] * 3 + [groups["r2"].info.run_id])
 
 
+FIRST_USE = """
+import sys
+from orchestration.tracking import MLflowTracking
+MLflowTracking(tracking_uri="sqlite:///mlflow.db", root=sys.argv[1]).ensure_experiment()
+"""
+
+
+def test_a_first_use_killed_while_mlflow_makes_its_schema_leaves_a_usable_store(tmp_path):
+    """SIGKILL at several points of the store's creation: afterwards there is no store or a whole one, never
+    a half-made one that every later run fails on ("table ... already exists")."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for delay in (0.0, 0.1, 0.3, 0.6):  # after the store's first file appears: inside MLflow's migrations
+        root = tmp_path / f"after{delay}"
+        root.mkdir()
+        proc = subprocess.Popen([sys.executable, "-c", FIRST_USE, str(root)], cwd=ROOT, start_new_session=True)
+        deadline = time.time() + 120
+        while not any("mlflow.db" in p.name for p in root.iterdir()) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        tracking = MLflowTracking(tracking_uri="sqlite:///mlflow.db", root=str(root))
+        with tracking.step_run("encoder", load_params(ROOT / "profiles" / "tiny.yaml")) as run:
+            run.log_metrics({"loss": 1.0})
+        client = mlflow.MlflowClient(f"sqlite:///{root}/mlflow.db")
+        assert len(client.search_runs([tracking.ensure_experiment()])) == 1
+        assert not [p.name for p in root.iterdir() if ".tmp" in p.name], delay
+
+
 def test_failed_step_is_marked_failed(tmp_path):
     tracking = MLflowTracking(tracking_uri="sqlite:///mlflow.db", root=str(tmp_path))
     try:

@@ -96,11 +96,13 @@ def run_cli(root: Path, step: registry.Step, item: str | None) -> float:
 
 def run_here(root: Path, step: registry.Step, item: str | None) -> float:
     """The step function in this process, as ``compodiff run`` calls it (without its MLflow run)."""
+    from orchestration.cores import use_cores
     from orchestration.layout import Layout
     from orchestration.params import load_params
 
     t0 = time.perf_counter()
     layout = Layout(root, load_params(root / "params.yaml"))
+    use_cores()  # a fresh process's thread count: the step before may have set its own
     fn = registry.function(step)
     if step.training:
         fn(layout, on_metrics=None)
