@@ -76,10 +76,6 @@ class Outcome:
     warnings: list[str]
     result: object
 
-    @property
-    def success(self) -> bool:
-        return not self.failed_steps and not self.failed_checks and not self.skipped
-
 
 def materialize(project, instance: dg.DagsterInstance, select: set[str] | None = None,
                 log: Callable[[str], None] = print, log_level: str = "WARNING", serial: bool = False) -> list[Outcome]:
@@ -138,10 +134,7 @@ def _outcome(result, wanted: list[str]) -> Outcome:
     events = result.all_events
     done = {e.asset_key.to_user_string() for e in events if e.event_type_value == "ASSET_MATERIALIZATION"}
     failed = sorted({e.step_key for e in events if e.event_type_value == "STEP_FAILURE"})
-    evaluations = [e.event_specific_data.asset_check_evaluation if hasattr(e.event_specific_data,
-                   "asset_check_evaluation") else e.event_specific_data
-                   for e in events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-    bad = [e for e in evaluations if not e.passed]
+    bad = [e for e in result.get_asset_check_evaluations() if not e.passed]
     errors = [e.check_name for e in bad if e.severity == dg.AssetCheckSeverity.ERROR]
     warns = [f"check {e.check_name} did not pass: "
              + ", ".join(f"{k}={v.value}" for k, v in e.metadata.items()) for e in bad
