@@ -161,7 +161,8 @@ def test_an_index_of_another_encoder_stops_the_start_up(server):
 def test_the_page_in_a_browser_answers_text_negative_and_mask_queries(server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    from tests.test_ui import ARGS, CHROMIUM, shots_dir
+    from tests.test_ui import shots_dir
+    from tools.lifecycle_screenshot import ARGS, CHROMIUM
 
     url, _ = server
     with sync_playwright() as p:
