@@ -59,7 +59,7 @@ def build(root: Path | None = None, params_file: str | None = None) -> SimpleNam
             # from the UI or `dagster job execute`, the run `compodiff lifecycle` makes: every shard, the lanes
             dg.define_asset_job(lifecycle.JOB, selection=lifecycle.selection(assets, params),
                                 description="The whole lifecycle in one run: `compodiff lifecycle`.",
-                                tags=lifecycle.range_tags(params),
+                                tags=lifecycle.range_tags(params.world.shards),
                                 config={"execution": ex} if (ex := lifecycle.execution(params)) else None)]
     resources = {
         "project": ProjectResource(root=str(root), params_file=params_file),

@@ -41,9 +41,9 @@ def selection(assets, params) -> dg.AssetSelection:
     return dg.AssetSelection.all() - dg.AssetSelection.assets(*others)
 
 
-def range_tags(params) -> dict:
-    """The lifecycle covers every shard: a single-run backfill of the shard-partitioned assets."""
-    return {RANGE_START: params.world.shards[0], RANGE_END: params.world.shards[-1]}
+def range_tags(keys) -> dict:
+    """Every partition in one run: a single-run backfill from the first key to the last."""
+    return {RANGE_START: keys[0], RANGE_END: keys[-1]}
 
 
 def execution(params, serial: bool = False) -> dict | None:
@@ -100,10 +100,7 @@ def _run(project, instance, assets: list, log, log_level: str, serial: bool, mul
     keys = [a.key for a in assets]
     wanted = [k.to_user_string() for k in keys]
     partitioned = [a.partitions_def for a in assets if a.partitions_def is not None]
-    tags = {}
-    if partitioned:  # every partition, in one run (single-run backfill)
-        names = partitioned[0].get_partition_keys()
-        tags = {RANGE_START: names[0], RANGE_END: names[-1]}
+    tags = range_tags(partitioned[0].get_partition_keys()) if partitioned else {}
     log(f"==> one Dagster run of {len(wanted)} asset(s): {', '.join(wanted)}")
     if multiprocess:
         from orchestration.definitions import reconstructable_lifecycle
