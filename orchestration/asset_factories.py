@@ -76,7 +76,11 @@ def sharded_asset(params, name: str, partitions, run_shards, group: str, descrip
                   totals: tuple[str, ...], per_partition: bool = False) -> dg.AssetsDefinition:
     """A shard-partitioned asset: one run materializes any range of shards (single-run backfill);
     ``run_shards(layout, keys, log)`` returns one manifest per shard, ``totals`` are summed over them.
-    ``per_partition``: each partition's numbers too, as ``<partition>.<name>`` (a few partitions only)."""
+    ``per_partition``: each partition's numbers in the materialization too, as ``<partition>.<name>``.
+
+    Dagster copies a single-run backfill's one materialization to every partition of the range, so its
+    totals are named for the run (``run.<name>``); each partition's own numbers come as an observation of
+    that partition (its page in the UI, ``instance.fetch_observations``)."""
 
     @dg.asset(name=name, partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run(),
               deps=registry.upstream(name),
@@ -90,11 +94,16 @@ def sharded_asset(params, name: str, partitions, run_shards, group: str, descrip
         with step_lock(layout, name, keys), tracking.step_run(name, layout.params, context.run.run_id,
                                                               ",".join(keys), job=context.run.job_name) as run:
             manifests = run_shards(layout, keys, progress(context))
+            for key, m in zip(keys, manifests):
+                context.log_event(dg.AssetObservation(context.asset_key, partition=key, metadata={
+                    **_numbers(m), **table_metadata(layout, name, [key])}))
             total = {k: sum(m[k] for m in manifests) for k in totals}
-            if per_partition:
-                total.update({f"{key}.{k}": v for key, m in zip(keys, manifests) for k, v in _numbers(m).items()})
-            run.log_metrics(total)
-        return dg.MaterializeResult(metadata={**total, "shards": keys, **table_metadata(layout, name, keys),
-                                              "mlflow_run": dg.MetadataValue.url(run.url)})
+            each = ({f"{key}.{k}": v for key, m in zip(keys, manifests) for k, v in _numbers(m).items()}
+                    if per_partition else {})
+            run.log_metrics({**total, **each})
+        table = table_metadata(layout, name, keys)
+        rows = {"run.rows": table.pop("dagster/row_count")} if table else {}
+        return dg.MaterializeResult(metadata={**{f"run.{k}": v for k, v in total.items()}, **rows, **each,
+                                              "shards": keys, **table, "mlflow_run": dg.MetadataValue.url(run.url)})
 
     return _asset

@@ -55,7 +55,7 @@ def test_every_format_is_read_converted_and_trained_on_through_dagster(upstream,
     meta = results[0].asset_materializations_for_node("image_triplets")[0].metadata
     fx_counts = {"ip2p": 6, "ip2p_parquet": 5, "megapairs": 4, "lasco": 4, "synthtriplets": 6, "cirr": 4,
                  "fashioniq": 9}
-    assert meta["kept"].value == sum(fx_counts.values())
+    assert meta["run.kept"].value == sum(fx_counts.values())
     assert all(meta[f"{s}.kept"].value == n for s, n in fx_counts.items())  # per source, in Dagster
     client = mlflow.MlflowClient(f"sqlite:///{root}/mlflow.db")
     run = client.search_runs([client.get_experiment_by_name("compodiff").experiment_id],

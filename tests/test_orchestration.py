@@ -116,7 +116,7 @@ def test_whole_asset_graph_materializes_with_checks_passing(materialized):
     assert filter_meta["dagster/row_count"].value == filt["kept"]  # table metadata: the kept pairs' table
     assert "instruction" in {c.name for c in filter_meta["dagster/column_schema"].value.columns}
     pairs_meta = result_of(results, "world_pairs").asset_materializations_for_node("world_pairs")[0].metadata
-    assert pairs_meta["dagster/row_count"].value == 2 * project.params.world.pairs_per_shard
+    assert pairs_meta["run.rows"].value == 2 * project.params.world.pairs_per_shard
     assert all(filter_meta[f"kept.{k}"].value == n for k, n in cov["kept"]["counts"].items())  # also in MLflow
     coverage_check = next(c for c in checks if c.check_name == "triplet_kind_coverage")
     assert coverage_check.metadata["kept_by_kind"].value == cov["kept"]["counts"]
@@ -314,6 +314,29 @@ def test_the_lifecycle_job_launched_anywhere_covers_every_shard_with_the_lanes_l
     assert {n for n, lane in lanes.items() if lane == "side"} == {"caption_pool", "llm_adapter", "llm_triplets",
                                                                   "world_benchmark"}
     assert all(lane in ("main", "side") for lane in lanes.values())
+
+
+def test_each_partition_of_a_one_run_range_reports_its_own_numbers(tmp_path):
+    """Dagster copies a range run's one materialization to every partition: the totals say they are the
+    run's, and each partition's own count and row count come as that partition's observation."""
+    root = copy_project(tmp_path)
+    project = build(root)
+    instance = dg.DagsterInstance.ephemeral()
+    materialize(project, instance, select={"world_pairs"}, log=lambda m: None)
+    per_shard = project.params.world.pairs_per_shard
+    shards = list(project.params.world.shards)
+    key = dg.AssetKey("world_pairs")
+    seen = {}
+    for record in instance.fetch_observations(key, limit=10).records:
+        obs = record.asset_observation
+        seen[obs.partition] = {k: v.value for k, v in obs.metadata.items()}
+    assert sorted(seen) == shards
+    assert all(m["count"] == per_shard and m["dagster/row_count"] == per_shard for m in seen.values())
+    for shard in shards:
+        records = instance.fetch_materializations(dg.AssetRecordsFilter(key, asset_partitions=[shard]), limit=1)
+        mat = records.records[0].asset_materialization
+        assert mat.metadata["run.count"].value == per_shard * len(shards) and "count" not in mat.metadata
+        assert mat.metadata["run.rows"].value == per_shard * len(shards) and "dagster/row_count" not in mat.metadata
 
 
 def test_dagster_definitions_validate(tmp_path):
