@@ -40,12 +40,15 @@ def _numbers(d: dict) -> dict:
 
 
 def step_asset(params, name: str, fn, group: str, description: str, artifact=None,
-               training: bool = False, image=None) -> dg.AssetsDefinition:
+               image=None) -> dg.AssetsDefinition:
     """An unpartitioned asset that runs one step function inside its MLflow step run; its upstream assets,
     pool and code version (the step's code closure and the params it reads) come from the registry.
 
-    ``artifact(layout)``: a file or folder logged to the run. ``training``: the step reports metrics
-    per training step and the run samples system metrics. ``image(layout)``: a PNG shown in the asset's metadata."""
+    ``artifact(layout)``: a file or folder logged to the run. A training step (the registry's ``training``)
+    reports metrics per training step and its run samples system metrics. ``image(layout)``: a PNG shown in
+    the asset's metadata."""
+
+    training = registry.step(name).training
 
     @dg.asset(name=name, deps=registry.upstream(name), group_name=group, description=description,
               pool=registry.step(name).pool, op_tags={LANE_TAG: lane(name)},

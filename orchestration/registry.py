@@ -63,7 +63,7 @@ STEPS: tuple[Step, ...] = (
          ("seed", "caption_triplets.llm.base_model", "caption_triplets.llm.seed_triplets",
           "caption_triplets.llm.seed_count", "caption_triplets.llm.seed_combined", "caption_triplets.llm.lm",
           "caption_triplets.llm.threads",
-          "caption_triplets.llm.lora"), pool="gpu", side_lane=True),
+          "caption_triplets.llm.lora"), training=True, pool="gpu", side_lane=True),
     Step("llm_triplets", "triplet_steps", "llm_triplets_step", (f"{D}/llm", f"{D}/caption_pool"),
          (f"{D}/llm_triplets.parquet",),
          ("seed", "caption_triplets.llm.base_model", "caption_triplets.llm.seed_triplets",

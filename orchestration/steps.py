@@ -16,6 +16,7 @@ from orchestration.layout import Layout
 from orchestration.registry import REAL_BENCHMARKS, TRIPLET_SOURCES
 
 Log = Callable[[str], None]
+Metrics = Callable[[int, dict], None]  # (training step, its numbers): the curves a tracker plots
 
 
 def check_shard(layout: Layout, shard: str) -> None:

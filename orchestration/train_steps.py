@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable
 from dataclasses import asdict
 
 import numpy as np
@@ -26,9 +25,7 @@ from orchestration.code_deps import code_version
 from orchestration.cores import use_cores
 from orchestration.layout import Layout
 from orchestration.registry import TRIPLET_SOURCES
-from orchestration.steps import Log
-
-Metrics = Callable[[int, dict], None]
+from orchestration.steps import Log, Metrics
 
 
 def load_pair_features(layout: Layout, dim: int) -> PairFeatures:

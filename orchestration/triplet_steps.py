@@ -25,7 +25,7 @@ from datagen.world.captions import CaptionParseError, parse_caption
 from datagen.world.nlp import build_world_nlp
 from orchestration.cores import use_cores
 from orchestration.layout import Layout
-from orchestration.steps import Log, check_shard
+from orchestration.steps import Log, Metrics, check_shard
 
 
 def load_nlp(name: str):
@@ -134,8 +134,9 @@ def _pretraining_documents(layout: Layout, rows, per_document: int) -> list[str]
     return docs
 
 
-def llm_adapter(layout: Layout, log: Log = print) -> dict:
-    """Fine-tune the causal LM with LoRA on the seed triplets; save base, adapter and tokenizer."""
+def llm_adapter(layout: Layout, log: Log = print, on_metrics: Metrics | None = None) -> dict:
+    """Fine-tune the causal LM with LoRA on the seed triplets; save base, adapter and tokenizer.
+    ``on_metrics(step, metrics)``: the loss curves, the pre-training's then LoRA's (steps counted on)."""
     p = layout.params
     cfg = p.caption_triplets.llm
     use_cores(cfg.threads)
@@ -150,8 +151,14 @@ def llm_adapter(layout: Layout, log: Log = print) -> dict:
         skipped = {}
     if not seeds:
         raise ValueError("no seed triplets to fine-tune on")
+    def report(step: int, key: str, loss: float, what: str) -> None:
+        log(f"llm_adapter: {what} loss {loss:.3f}")
+        if on_metrics:
+            on_metrics(step, {key: loss})
+
     t0 = time.perf_counter()
     metrics: dict = {"seed_triplets": len(seeds), "seed_skipped": skipped}
+    offset = 0  # LoRA's curve goes on from the pre-training's last step
     with atomic_dir(layout.llm_dir) as tmp:
         if cfg.base_model is None:
             if cfg.lm is None:
@@ -167,7 +174,8 @@ def llm_adapter(layout: Layout, log: Log = print) -> dict:
             metrics["pretrain_loss"] = llm.train_causal_lm(
                 base, tok, corpus, None, cfg.lm.steps, cfg.lm.batch_size, cfg.lm.lr, p.seed,
                 max_len=cfg.lm.max_positions,
-                log=lambda s, v: log(f"llm_adapter: pre-training step {s + 1}/{cfg.lm.steps} loss {v:.3f}"))
+                log=lambda s, v: report(s, "pretrain.loss", v, f"pre-training step {s + 1}/{cfg.lm.steps}"))
+            offset = cfg.lm.steps
             base.save_pretrained(str(tmp / "base"))
             base_path, tok_path = tmp / "base", tmp / "tokenizer"
             new_tokens = llm.tokens_absent_from(tok, corpus) if cfg.lora.train_new_tokens else []
@@ -185,7 +193,7 @@ def llm_adapter(layout: Layout, log: Log = print) -> dict:
         metrics["lora_loss"] = llm.train_causal_lm(
             model, tok, [llm.prompt_text(s[0]) for s in seeds], completions, cfg.lora.steps, cfg.lora.batch_size,
             cfg.lora.lr, p.seed,
-            log=lambda s, v: log(f"llm_adapter: LoRA step {s + 1}/{cfg.lora.steps} loss {v:.3f}"))
+            log=lambda s, v: report(offset + s, "lora.loss", v, f"LoRA step {s + 1}/{cfg.lora.steps}"))
         llm.save_adapter(model, tmp / "adapter", str(layout.llm_dir / "base") if cfg.base_model is None
                          else cfg.base_model)
         write_shard(tmp / "seed_triplets.parquet", {"reference": [s[0] for s in seeds],

@@ -169,6 +169,11 @@ def test_one_mlflow_run_per_asset_step_with_lineage_tags(materialized):
     assert {f"kept.{k}": float(n) for k, n in kept.items()}.items() <= logged.items()
     history = client.get_metric_history(stage2.info.run_id, "loss")
     assert len(history) >= 2  # per training step, not just the final value
+    lm = project.params.caption_triplets.llm
+    pretrain = client.get_metric_history(by_asset["llm_adapter"].info.run_id, "pretrain.loss")
+    lora = client.get_metric_history(by_asset["llm_adapter"].info.run_id, "lora.loss")
+    assert [m.step for m in pretrain] == [0, lm.lm.steps - 1]  # the LM's curves too, LoRA's after the base's
+    assert [m.step for m in lora] == [lm.lm.steps, lm.lm.steps + lm.lora.steps - 1]
     # the alias moves in the champion step, after the benchmark: its version is the champion run's model
     champion = json.loads((root / "data" / "champion.json").read_text())
     for name in ("compodiff-stage2", "combiner"):

@@ -12,5 +12,5 @@ def build(params, shards) -> list:
         "Sharded image-caption pairs of the procedural world (stand-in for LAION-2B).", ("count", "bytes", "seconds"))
     encoder = step_asset("encoder", encoder_steps.encoder, "world",
                          "The world's open_clip model, trained contrastively on world_pairs (stand-in for CLIP).",
-                         artifact=lambda lay: lay.encoder_metrics, training=True)
+                         artifact=lambda lay: lay.encoder_metrics)
     return [world_pairs, encoder]
