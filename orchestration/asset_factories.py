@@ -97,16 +97,18 @@ def sharded_asset(params, name: str, partitions, run_shards, group: str, descrip
         with step_lock(layout, name, keys), tracking.step_run(name, layout.params, context.run.run_id,
                                                               ",".join(keys), job=context.run.job_name) as run:
             manifests = run_shards(layout, keys, progress(context))
-            for key, m in zip(keys, manifests):
-                context.log_event(dg.AssetObservation(context.asset_key, partition=key, metadata={
-                    **_numbers(m), **table_metadata(layout, name, [key])}))
+            tables = [table_metadata(layout, name, [key]) for key in keys]
+            for key, m, table in zip(keys, manifests, tables):
+                context.log_event(dg.AssetObservation(context.asset_key, partition=key,
+                                                      metadata={**_numbers(m), **table}))
             total = {k: sum(m[k] for m in manifests) for k in totals}
             each = ({f"{key}.{k}": v for key, m in zip(keys, manifests) for k, v in _numbers(m).items()}
                     if per_partition else {})
             run.log_metrics({**total, **each})
-        table = table_metadata(layout, name, keys)
-        rows = {"run.rows": table.pop("dagster/row_count")} if table else {}
-        return dg.MaterializeResult(metadata={**{f"run.{k}": v for k, v in total.items()}, **rows, **each,
-                                              "shards": keys, **table, "mlflow_run": dg.MetadataValue.url(run.url)})
+        # the run's table from its partitions' (each shard's footer read once)
+        table = {"run.rows": sum(t["dagster/row_count"] for t in tables if t),
+                 "dagster/column_schema": next(t["dagster/column_schema"] for t in tables if t)} if any(tables) else {}
+        return dg.MaterializeResult(metadata={**{f"run.{k}": v for k, v in total.items()}, **each, "shards": keys,
+                                              **table, "mlflow_run": dg.MetadataValue.url(run.url)})
 
     return _asset
