@@ -7,7 +7,8 @@ it is reported with and without them.
 Reference, measured in the same run: a straightforward implementation that calls the full
 network three times per step (one forward per guidance branch), recomputing the conditions
 each time, as the release does for its branches' context. At batch 1 it is also measured with
-the reordered weights, to show what they alone give it.
+the reordered weights, to show what they alone give it. ``--precisions`` adds ours in other serving
+precisions (compodiff.precision: int8 dynamic quantization, bf16), each with its cosine to ours in fp32.
 
     .venv/bin/python benchmarks/bench_sampling.py [--device cpu|cuda] [--dtype fp32|bf16]
 """
@@ -62,6 +63,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batches", default="1,256")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--precisions", default="", help="more serving precisions, e.g. int8,bf16")
     ap.add_argument("--out")
     args = ap.parse_args()
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
@@ -105,6 +107,12 @@ def main() -> None:
                 rp_t, _ = timed(lambda: reference_fn(n=net_packed), ref_repeats, args.device)
                 row.update(reference_prepacked_s=rp_t)
                 line += f"  reference prepacked {rp_t * 1000:9.1f} ms"
+        for prec in [x for x in args.precisions.split(",") if x]:
+            served = compodiff.CompoDiffPipeline(net, precision=prec)
+            p_t, p_out = timed(lambda s=served: ours_fn(p=s), args.repeats, args.device)
+            cos = torch.nn.functional.cosine_similarity(p_out.float(), ours.float()).min().item()
+            row.update({f"ours_{prec}_s": p_t, f"speedup_{prec}": naive_t / p_t, f"min_cosine_{prec}_to_fp32": cos})
+            line += f"  ours {prec} {p_t * 1000:9.1f} ms ({naive_t / p_t:5.2f}x, cos {cos:.5f})"
         best = min(row.get("ours_prepacked_s", ours_t), ours_t)
         row.update(ours_queries_per_s=b / best, reference_queries_per_s=b / naive_t)
         results[f"batch{b}"] = row

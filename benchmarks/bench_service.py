@@ -35,11 +35,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(root: Path, max_batch: int, wait_ms: float) -> tuple[subprocess.Popen, str]:
+def start(root: Path, max_batch: int, wait_ms: float, precision: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([str(root / ".venv" / "bin" / "compodiff"), "serve", "--port", str(port), "--max-batch",
-                             str(max_batch), "--max-wait-ms", str(wait_ms)], cwd=root, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    cmd = [str(root / ".venv" / "bin" / "compodiff"), "serve", "--port", str(port), "--max-batch", str(max_batch),
+           "--max-wait-ms", str(wait_ms), "--precision", precision]
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     for _ in range(360):
         try:
@@ -84,14 +85,15 @@ def main() -> int:
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"], help="compodiff serve --precision")
     ap.add_argument("--run", default="", help="what else ran on the machine meanwhile, recorded with the figures")
     ap.add_argument("--out")
     args = ap.parse_args()
     root = Path(args.root).resolve()
     out = {"run": f"bench_service on {os.cpu_count()} cores" + (f"; {args.run}" if args.run else ""),
-           "max_wait_ms": args.max_wait_ms, "settings": []}
+           "max_wait_ms": args.max_wait_ms, "precision": args.precision, "settings": []}
     for batching, max_batch in (("on", args.max_batch), ("off", 1)):
-        proc, url = start(root, max_batch, args.max_wait_ms)
+        proc, url = start(root, max_batch, args.max_wait_ms, args.precision)
         try:
             gallery = httpx.get(f"{url}/ready").json()["gallery"]
             load(url, 1, 4, gallery, args.timeout)  # warm-up: the first passes pay for allocation

@@ -296,6 +296,12 @@ class CompoDiffDenoiser(nn.Module):
         self.to_mask_embeds = nn.Sequential(nn.Flatten(1), MLP(cfg.mask_size ** 2, w))
         self.transformer = CrossTransformer(cfg)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype: a norm's gain, which stays a float tensor when the linear layers are
+        quantized for serving."""
+        return self.transformer.norm.g.dtype
+
     # --- conditions ---------------------------------------------------------------
     def context(self, text_tokens: torch.Tensor, ref_image_embed: torch.Tensor, mask_map: torch.Tensor,
                 text_mask: torch.Tensor | None = None, text2_tokens: torch.Tensor | None = None,
@@ -350,7 +356,7 @@ class CompoDiffDenoiser(nn.Module):
         cfg = self.config
         b = text_tokens.shape[0]
         _expect(text_tokens, (b, None, cfg.text_dim), "text_tokens")
-        dtype = self.to_text_embeds[0].weight.dtype
+        dtype = self.dtype
         parts, masks = [self.to_text_embeds(text_tokens.to(dtype))], [(text_mask, text_tokens.shape[1])]
         if cfg.text2_dim:
             if text2_tokens is None:
@@ -367,7 +373,7 @@ class CompoDiffDenoiser(nn.Module):
         cfg = self.config
         _expect(ref_image_embed, (b, cfg.embed_dim), "ref_image_embed")
         _expect(mask_map, (b, cfg.mask_size, cfg.mask_size), "mask_map")
-        dtype = self.to_text_embeds[0].weight.dtype
+        dtype = self.dtype
         return torch.stack((ref_image_embed.to(dtype), self.mask_embeds(mask_map.to(dtype))), dim=1)
 
     def mask_embeds(self, mask_map: torch.Tensor) -> torch.Tensor:
@@ -386,14 +392,14 @@ class CompoDiffDenoiser(nn.Module):
     # --- denoising ----------------------------------------------------------------
     def time_token(self, t: torch.Tensor) -> torch.Tensor:
         """(B,) timesteps -> (B, W) time tokens."""
-        return self.to_time_embeds(t.to(self.to_text_embeds[0].weight.dtype))
+        return self.to_time_embeds(t.to(self.dtype))
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, context: Context,
                 time_token: torch.Tensor | None = None) -> torch.Tensor:
         """x_t (B, D), t (B,) timesteps -> predicted x0 (B, D). A sampler may pass the
         precomputed ``time_token`` (B, W) of t: it depends on t alone."""
         _expect(x_t, (context.batch, self.config.embed_dim), "x_t")
-        dtype = self.to_text_embeds[0].weight.dtype
+        dtype = self.dtype
         if time_token is None:
             time_token = self.time_token(t)
         x = torch.stack((x_t.to(dtype), time_token.to(dtype)), dim=1)  # (B, 2, W)

@@ -8,6 +8,7 @@ each sampling step then costs one batched forward of the two-token transformer.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from compodiff.cpu_prepack import prepack_linears
 from compodiff.denoiser import CompoDiffDenoiser, TextKV, rows_identical
 from compodiff.diffusion import CosineSchedule
+from compodiff.precision import in_precision
 from compodiff.sampling import ddim_sample, guided_x0, time_pairs_for_steps
 
 
@@ -52,16 +54,27 @@ class CompoDiffPipeline:
     """A denoiser with its text encoder(s): ``compose`` for strings, ``compose_tokens`` for tokens."""
 
     def __init__(self, denoiser: CompoDiffDenoiser, encoder=None, text_encoder2=None,
-                 attend_padding: bool = True, pad_mask: bool = False, cpu_prepack: bool = False):
-        self.denoiser = denoiser.eval()
-        if cpu_prepack:  # fp32 CPU serving: oneDNN-reordered weights (compodiff.cpu_prepack); same outputs
+                 attend_padding: bool = True, pad_mask: bool = False, cpu_prepack: bool = False,
+                 precision: str = "fp32"):
+        # a serving precision other than fp32 (compodiff.precision) works on a copy of the network
+        self.denoiser = in_precision(denoiser, precision).eval()
+        if cpu_prepack and precision == "fp32":  # oneDNN-reordered weights (compodiff.cpu_prepack); same outputs
+            self.denoiser = copy.deepcopy(self.denoiser)  # the caller's network keeps its nn.Linear layers
             prepack_linears(self.denoiser)
+        self.precision = precision
         self.encoder = encoder  # compodiff.encoders.Encoder (CLIP text tower for instructions)
         self.text_encoder2 = text_encoder2  # optional T5 (compodiff.text_t5.T5TextEncoder)
         self.schedule = CosineSchedule(denoiser.config.timesteps).to(self.device)
         self.attend_padding = attend_padding  # True: the release's cross-attention over padding too
         self.pad_mask = pad_mask  # True: hide padding inside the text tower (how the release was trained)
         self._null_cache: dict = {}  # null text -> its keys and values (see _null_kv)
+
+    def in_precision(self, precision: str) -> CompoDiffPipeline:
+        """This pipeline serving in another precision (compodiff.precision), on a copy of its network."""
+        if precision == self.precision:
+            return self
+        return CompoDiffPipeline(self.denoiser, self.encoder, self.text_encoder2, self.attend_padding, self.pad_mask,
+                                 precision=precision)
 
     @property
     def device(self) -> torch.device:
@@ -146,7 +159,7 @@ class CompoDiffPipeline:
             idx = slice(start, min(b, start + batch_size))
             out.append(self._sample_batch(ref[idx], text.select(idx), null_text.select(idx), mask_map[idx],
                                           w_image, w_text, pairs, generator, num_samples, eta))
-        target = torch.cat(out)
+        target = torch.cat(out).float()  # fp32 whatever the serving precision
         if mix_reference:
             target = (1 - mix_reference) * target + mix_reference * ref
         return target

@@ -2,8 +2,10 @@
 
 Shards hold images as PNG bytes next to their captions and scene graphs, so a
 shard is one file (DVC tracks a handful of files, never millions of loose images).
-A shard records the manifest it was written with in the parquet metadata; a
-rerun with the same manifest finds the shard complete and skips it.
+A shard records the manifest it was written with in the parquet metadata, and a
+CRC of every data page; a rerun with the same manifest finds the shard complete and
+skips it only when every page still matches its CRC, so a shard damaged inside, with
+an intact footer, is written again.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def write_shard(path: str | Path, columns: dict[str, list], manifest: dict, sche
     meta[MANIFEST_KEY] = json.dumps(manifest, sort_keys=True, default=str).encode()
     table = table.replace_schema_metadata(meta)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)
     return Path(path)
 
 
@@ -50,7 +52,17 @@ def read_manifest(path: str | Path) -> dict | None:
 
 def is_complete(path: str | Path, manifest: dict) -> bool:
     path = Path(path)
-    return path.is_file() and read_manifest(path) == json.loads(json.dumps(manifest, default=str))
+    return (path.is_file() and read_manifest(path) == json.loads(json.dumps(manifest, default=str))
+            and pages_intact(path))
+
+
+def pages_intact(path: str | Path) -> bool:
+    """Every data page decodes and matches its CRC (shards written before CRCs decode only)."""
+    try:
+        pq.read_table(path, page_checksum_verification=True)
+    except (OSError, pa.ArrowException):
+        return False
+    return True
 
 
 def read_shard(path: str | Path, columns: list[str] | None = None) -> pa.Table:
@@ -65,7 +77,7 @@ def read_shard(path: str | Path, columns: list[str] | None = None) -> pa.Table:
     if missing:
         raise ShardError(f"shard {path} lacks column(s) {missing}")
     try:
-        table = pq.read_table(path, columns=columns)
+        table = pq.read_table(path, columns=columns, page_checksum_verification=True)
     except (OSError, pa.ArrowInvalid) as err:
         raise ShardError(f"shard {path} is corrupt or truncated ({err}); delete it and rerun its step") from None
     return table

@@ -120,6 +120,26 @@ def test_shards_skip_when_complete_and_fail_clearly_when_corrupt(tmp_path):
         read_shard(tmp_path / "absent.parquet")
 
 
+def test_a_shard_damaged_inside_with_an_intact_footer_is_refused_and_rewritten(tmp_path):
+    import pyarrow.parquet as pq
+
+    w = load_params(ROOT / "profiles" / "tiny.yaml").world
+    path = tmp_path / "s00.parquet"
+    write_pairs_shard(w, 0, "s00", 20, path)
+    good = path.read_bytes()
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(2)  # image_png: the bulk of the file
+    start = chunk.data_page_offset + (chunk.total_compressed_size // 2)
+    data = bytearray(good)
+    data[start:start + 8] = bytes(b ^ 0xFF for b in data[start:start + 8])
+    path.write_bytes(bytes(data))
+    assert pq.read_schema(path).names  # the footer still reads: only the pages' CRCs tell
+    with pytest.raises(ShardError, match=f"{path}.*corrupt or truncated"):
+        read_shard(path)
+    assert not write_pairs_shard(w, 0, "s00", 20, path)["skipped"]  # the rerun repairs it
+    assert path.read_bytes() == good  # byte-identical to what the first run wrote
+    assert write_pairs_shard(w, 0, "s00", 20, path)["skipped"]
+
+
 def test_shards_are_deterministic(tmp_path):
     w = load_params(ROOT / "profiles" / "tiny.yaml").world
     a = write_pairs_shard(w, 0, "s01", 10, tmp_path / "a.parquet")

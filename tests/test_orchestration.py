@@ -404,6 +404,11 @@ def test_dvc_repro_exp_run_metrics_diff_push_and_pull(tmp_path):
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
     run(git + ["add", "-A"], root, env)
     run(git + ["commit", "-qm", "repro"], root, env)
+    # a dry run runs nothing and names the stages a changed parameter would rerun first
+    assert not re.findall(r"Running stage '([^']+)'", run([str(DVC), "repro", "--dry"], root, env))
+    dry = run([str(DVC), "exp", "run", "--dry", "-S", "combiner.steps=6"], root, env)
+    assert re.findall(r"Running stage '([^']+)'", dry) == ["combiner"], dry
+    assert json.loads((root / "metrics" / "combiner.json").read_text())["steps"] != 6
     # an experiment with one parameter changed reruns only what reads it
     run([str(DVC), "exp", "run", "-q", "-S", "combiner.steps=6"], root, env, timeout=900)
     combiner = json.loads((root / "metrics" / "combiner.json").read_text())

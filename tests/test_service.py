@@ -157,6 +157,20 @@ def test_an_index_of_another_encoder_stops_the_start_up(server):
                      engine.gallery, engine.encoder_id, 0.0, 0.0)
 
 
+def test_an_int8_engine_answers_as_the_fp32_one_does(server):
+    from orchestration.serving.engine import Query, load_engine
+
+    _, root = server
+    model = "data/stage1/denoiser.safetensors"
+    fp32, int8 = load_engine(root, model), load_engine(root, model, "int8")
+    assert int8.pipe.precision == "int8" and fp32.pipe.precision == "fp32"
+    queries = [Query("make the circle red", "", 1.5, 3.0, 10, 10, gallery_id=i) for i in range(8)]
+    a, b = fp32.search(queries), int8.search(queries)
+    overlap = [len(set(x.ids) & set(y.ids)) / 10 for x, y in zip(a, b)]
+    assert np.mean(overlap) >= 0.8, overlap  # int8 weights move the composed target, not the answer
+    assert [x.baseline_ids for x in a] == [y.baseline_ids for y in b]  # the baseline has no denoiser
+
+
 @pytest.mark.skipif(not Path("/usr/bin/chromium").is_file(), reason="Debian's chromium is not installed")
 def test_the_page_in_a_browser_answers_text_negative_and_mask_queries(server, tmp_path):
     from playwright.sync_api import expect, sync_playwright

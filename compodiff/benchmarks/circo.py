@@ -12,7 +12,19 @@ from pathlib import Path
 import numpy as np
 
 from compodiff.atomic import write_json
-from compodiff.benchmarks.common import AnnotationError, existing, ranked, read_json, require
+from compodiff.benchmarks.common import (
+    AnnotationError,
+    entries,
+    existing,
+    fields,
+    integer,
+    mapping,
+    ranked,
+    read_json,
+    require,
+    strings,
+    text,
+)
 
 KS = (5, 10, 25, 50)
 
@@ -37,23 +49,32 @@ class CIRCOSplit:
 def load(root: str | Path, split: str = "val", check_images: bool = True) -> CIRCOSplit:
     root = Path(root)
     path = root / "annotations" / f"{split}.json"
-    entries = read_json(path)
-    info = read_json(root / "COCO2017_unlabeled" / "annotations" / "image_info_unlabeled2017.json")
-    gallery = [int(im["id"]) for im in info["images"]]
+    rows = read_json(path)
+    info_path = root / "COCO2017_unlabeled" / "annotations" / "image_info_unlabeled2017.json"
+    info = mapping(read_json(info_path), info_path)
+    require(info, ("images",), str(info_path))
+    with fields(str(info_path)):
+        gallery = [integer(im["id"], "an image id", str(info_path)) for im in info["images"]]
     test = split == "test"
     q = {k: [] for k in ("id", "ref", "cap", "concept", "gt", "target", "aspects")}
-    for n, e in enumerate(entries):
+    for n, e in entries(rows, path):
+        where = f"{path} entry {n}"
         require(e, ("id", "reference_img_id", "relative_caption", "shared_concept")
-                + (() if test else ("gt_img_ids", "target_img_id")), f"{path} entry {n}")
-        if int(e["id"]) != n:
-            raise AnnotationError(f"{path} entry {n}: id {e['id']} is not its index")
-        q["id"].append(n)
-        q["ref"].append(int(e["reference_img_id"]))
-        q["cap"].append(e["relative_caption"])
-        q["concept"].append(e["shared_concept"])
-        q["gt"].append([int(x) for x in e.get("gt_img_ids", [])])
-        q["target"].append(e.get("target_img_id"))
-        q["aspects"].append(list(e.get("semantic_aspects", [])))
+                + (() if test else ("gt_img_ids", "target_img_id")), where)
+        with fields(where):
+            if integer(e["id"], "id", where) != n:
+                raise AnnotationError(f"{where}: id {e['id']} is not its index")
+            q["id"].append(n)
+            q["ref"].append(integer(e["reference_img_id"], "reference_img_id", where))
+            q["cap"].append(text(e["relative_caption"], "relative_caption", where))
+            q["concept"].append(text(e["shared_concept"], "shared_concept", where))
+            gt = e.get("gt_img_ids", [])
+            if not isinstance(gt, list):
+                raise AnnotationError(f"{where}: gt_img_ids must be a list of ids")
+            q["gt"].append([integer(x, "each of gt_img_ids", where) for x in gt])
+            target = e.get("target_img_id")
+            q["target"].append(None if target is None else integer(target, "target_img_id", where))
+            q["aspects"].append(strings(e.get("semantic_aspects", []), "semantic_aspects", where))
     out = CIRCOSplit(split, q["id"], q["ref"], q["cap"], q["concept"], q["gt"], q["target"], q["aspects"], gallery,
                      root / "COCO2017_unlabeled" / "unlabeled2017")
     if check_images:

@@ -13,7 +13,19 @@ from pathlib import Path
 import numpy as np
 
 from compodiff.atomic import write_json
-from compodiff.benchmarks.common import AnnotationError, existing, ranked, read_json, require
+from compodiff.benchmarks.common import (
+    AnnotationError,
+    entries,
+    existing,
+    fields,
+    integer,
+    mapping,
+    ranked,
+    read_json,
+    require,
+    strings,
+    text,
+)
 
 
 @dataclass
@@ -43,19 +55,22 @@ class CIRRSplit:
 def load(root: str | Path, split: str = "val", check_images: bool = True) -> CIRRSplit:
     root = Path(root)
     caps_path = root / "captions" / f"cap.rc2.{split}.json"
-    entries = read_json(caps_path)
-    split_map = read_json(root / "image_splits" / f"split.rc2.{split}.json")
+    rows = read_json(caps_path)
+    split_path = root / "image_splits" / f"split.rc2.{split}.json"
+    split_map = mapping(read_json(split_path), split_path)
     test = split.startswith("test")
     ids, refs, tgts, caps, members = [], [], [], [], []
-    for n, e in enumerate(entries):
-        require(e, ("pairid", "reference", "caption", "img_set") + (() if test else ("target_hard",)),
-                f"{caps_path} entry {n}")
-        ids.append(int(e["pairid"]))
-        refs.append(e["reference"])
-        tgts.append(e.get("target_hard"))
-        caps.append(e["caption"])
-        members.append(list(e["img_set"]["members"]))
-    paths = {name: (root / rel).resolve() for name, rel in split_map.items()}
+    for n, e in entries(rows, caps_path):
+        where = f"{caps_path} entry {n}"
+        require(e, ("pairid", "reference", "caption", "img_set") + (() if test else ("target_hard",)), where)
+        with fields(where):
+            ids.append(integer(e["pairid"], "pairid", where))
+            refs.append(text(e["reference"], "reference", where))
+            tgts.append(None if test else text(e["target_hard"], "target_hard", where))
+            caps.append(text(e["caption"], "caption", where))
+            members.append(strings(e["img_set"]["members"], "img_set.members", where))
+    paths = {name: (root / text(rel, f"the path of {name!r}", str(split_path))).resolve()
+             for name, rel in split_map.items()}
     out = CIRRSplit(split, ids, refs, tgts, caps, members, list(split_map), paths)
     if check_images:
         for name in out.gallery:

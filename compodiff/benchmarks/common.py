@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,54 @@ def read_json(path: str | Path):
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise AnnotationError(f"{path} is not valid JSON: {err}") from None
+
+
+def entries(data, path: str | Path) -> Iterator[tuple[int, dict]]:
+    """The (index, entry) pairs of an annotation file that must be a list of objects."""
+    if not isinstance(data, list):
+        raise AnnotationError(f"{path}: expected a list of entries, got {type(data).__name__}")
+    for n, e in enumerate(data):
+        if not isinstance(e, dict):
+            raise AnnotationError(f"{path} entry {n}: expected an object, got {type(e).__name__}")
+        yield n, e
+
+
+def mapping(data, path: str | Path) -> dict:
+    """An annotation file that must be one object (a split file: name -> path)."""
+    if not isinstance(data, dict):
+        raise AnnotationError(f"{path}: expected an object, got {type(data).__name__}")
+    return data
+
+
+@contextmanager
+def fields(where: str):
+    """A field of the wrong type or value (a word where an id belongs, a number where a list does) is an
+    AnnotationError that names its entry, not a TypeError from deep inside the loader."""
+    try:
+        yield
+    except AnnotationError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as err:
+        raise AnnotationError(f"{where}: malformed field ({type(err).__name__}: {err})") from None
+
+
+def text(value, what: str, where: str) -> str:
+    if not isinstance(value, str):
+        raise AnnotationError(f"{where}: {what} must be a string, got {json.dumps(value)[:80]}")
+    return value
+
+
+def strings(value, what: str, where: str) -> list[str]:
+    if not isinstance(value, list):
+        raise AnnotationError(f"{where}: {what} must be a list of strings, got {json.dumps(value)[:80]}")
+    return [text(v, f"each of {what}", where) for v in value]
+
+
+def integer(value, what: str, where: str) -> int:
+    """An id: a JSON integer, or a string of digits (COCO ids are written both ways)."""
+    if isinstance(value, bool) or not (isinstance(value, int) or isinstance(value, str) and value.isdigit()):
+        raise AnnotationError(f"{where}: {what} must be an integer id, got {json.dumps(value)[:80]}")
+    return int(value)
 
 
 def require(entry: dict, keys: tuple[str, ...], where: str) -> None:

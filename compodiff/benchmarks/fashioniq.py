@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compodiff.benchmarks.common import AnnotationError, existing, ranked, read_json, require
+from compodiff.benchmarks.common import AnnotationError, entries, existing, ranked, read_json, require, strings, text
 
 CATEGORIES = ("dress", "shirt", "toptee")
 JOINS = ("clip4cir", "searle", "pic2word")
@@ -60,16 +60,19 @@ def load(root: str | Path, category: str, split: str = "val", join: str = "searl
     if category not in CATEGORIES and not (root / "captions" / f"cap.{category}.{split}.json").is_file():
         raise ValueError(f"unknown FashionIQ category {category!r}; one of {CATEGORIES}")
     caps_path = root / "captions" / f"cap.{category}.{split}.json"
-    entries = read_json(caps_path)
-    gallery = read_json(root / "image_splits" / f"split.{category}.{split}.json")
+    rows = read_json(caps_path)
+    split_path = root / "image_splits" / f"split.{category}.{split}.json"
+    gallery = strings(read_json(split_path), "the split file", str(split_path))
     cands, targets, texts = [], [], []
-    for n, e in enumerate(entries):
-        require(e, ("candidate", "captions"), f"{caps_path} entry {n}")
-        if not isinstance(e["captions"], list) or len(e["captions"]) != 2:
-            raise AnnotationError(f"{caps_path} entry {n}: 'captions' must hold two captions")
-        cands.append(e["candidate"])
-        targets.append(e.get("target"))
-        texts.append(join_captions(e["captions"][0], e["captions"][1], join))
+    for n, e in entries(rows, caps_path):
+        where = f"{caps_path} entry {n}"
+        require(e, ("candidate", "captions"), where)
+        captions = strings(e["captions"], "captions", where)
+        if len(captions) != 2:
+            raise AnnotationError(f"{where}: 'captions' must hold two captions")
+        cands.append(text(e["candidate"], "candidate", where))
+        targets.append(None if e.get("target") is None else text(e["target"], "target", where))
+        texts.append(join_captions(captions[0], captions[1], join))
     out = FashionIQSplit(category, split, join, cands, targets, texts, list(gallery), root / "images", image_ext)
     if check_images:
         for a in {*cands, *gallery}:

@@ -7,13 +7,14 @@ to a black square before the model's preprocessing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from compodiff.benchmarks.common import AnnotationError, existing, ranked, read_json, require
+from compodiff.benchmarks.common import AnnotationError, entries, existing, integer, ranked, read_json, require, text
 
 TASKS = ("focus_attribute", "change_attribute", "focus_object", "change_object")
 
@@ -66,14 +67,27 @@ def load(path: str | Path, image_root: str | Path, task: str | None = None) -> G
         raise ValueError(f"unknown GeneCIS task {task!r}; one of {TASKS}")
     key = "image_id" if task.endswith("attribute") else "val_image_id"
     templates = []
-    for n, e in enumerate(read_json(path)):
-        require(e, ("reference", "target", "gallery", "condition"), f"{path} entry {n}")
+    for n, e in entries(read_json(path), path):
+        where = f"{path} entry {n}"
+        require(e, ("reference", "target", "gallery", "condition"), where)
+        if not isinstance(e["gallery"], list):
+            raise AnnotationError(f"{where}: 'gallery' must be a list of items")
         for item in [e["reference"], e["target"], *e["gallery"]]:
-            if key not in item or (task.endswith("attribute") and "instance_bbox" not in item):
-                raise AnnotationError(f"{path} entry {n}: an item lacks {key!r}"
-                                      + (" or 'instance_bbox'" if task.endswith("attribute") else ""))
-        templates.append(Template(e["reference"], e["target"], list(e["gallery"]), e["condition"]))
+            _check_item(item, key, task.endswith("attribute"), where)
+        templates.append(Template(e["reference"], e["target"], list(e["gallery"]), text(e["condition"], "condition",
+                                                                                          where)))
     return GeneCISTask(task, templates, Path(image_root))
+
+
+def _check_item(item, key: str, attribute: bool, where: str) -> None:
+    """An item names its image by an integer id; an attribute item also carries its box [x, y, w, h]."""
+    if not isinstance(item, dict) or key not in item or (attribute and "instance_bbox" not in item):
+        raise AnnotationError(f"{where}: an item lacks {key!r}" + (" or 'instance_bbox'" if attribute else ""))
+    integer(item[key], key, where)
+    box = item.get("instance_bbox")
+    if attribute and not (isinstance(box, list) and len(box) == 4 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)):
+        raise AnnotationError(f"{where}: instance_bbox must be four numbers [x, y, w, h], got {box!r:.80}")
 
 
 def recall(similarity: list[np.ndarray] | np.ndarray, ks=(1, 2, 3)) -> dict[str, float]:

@@ -129,7 +129,7 @@ def create_app(engine: SearchEngine, settings: ServiceSettings, batching: bool =
     @app.get("/ready")
     def ready() -> dict:
         return {"ready": batcher.task is not None and not batcher.task.done(), "gallery": engine.size,
-                "image_size": engine.image_size, "encoder": engine.encoder_id,
+                "image_size": engine.image_size, "encoder": engine.encoder_id, "precision": engine.pipe.precision,
                 "defaults": {"w_image": settings.w_image, "w_text": settings.w_text, "steps": settings.steps}}
 
     @app.get("/stats")

@@ -104,13 +104,15 @@ class SearchEngine:
                        b_scores[i, :q.k].tolist()) for i, q in enumerate(queries)]
 
 
-def load_engine(root: Path, model: str | None = None) -> SearchEngine:
+def load_engine(root: Path, model: str | None = None, precision: str = "fp32") -> SearchEngine:
     """The default run's stage 2 (``model`` None), a checkpoint path, or a registered model
-    (``models:/compodiff-stage2@champion``, which brings its own encoder and index)."""
+    (``models:/compodiff-stage2@champion``, which brings its own encoder and index), served in
+    ``precision`` (compodiff.precision)."""
     from compodiff.checkpoint import load_checkpoint
     from compodiff.encoders import load_encoder
     from compodiff.feature_store import load_features
     from compodiff.pipeline import CompoDiffPipeline
+    from compodiff.precision import bf16_units
     from compodiff.retrieval import GalleryIndex
     from datagen.shards import read_shard
     from orchestration.layout import Layout
@@ -141,6 +143,9 @@ def load_engine(root: Path, model: str | None = None) -> SearchEngine:
         pipe = CompoDiffPipeline(load_checkpoint(weights), load_encoder(p.encoder.model, p.encoder.pretrained,
                                                                        root=root))
         index, encoder_id = GalleryIndex.load(layout.faiss_index), p.encoder.model
+    if precision == "bf16" and not bf16_units():
+        print("note: this CPU has no bf16 units; torch emulates bf16, slower than fp32", flush=True)
+    pipe = pipe.in_precision(precision)
     arrays, _, _ = load_features(layout.gallery_features)
     return SearchEngine(pipe, index, gallery_png, arrays["image"].astype(np.float32), encoder_id, p.benchmark.eta,
                         p.benchmark.mix_reference, seed=0)
