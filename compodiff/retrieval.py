@@ -59,8 +59,10 @@ def normalize(x: np.ndarray) -> np.ndarray:
 
 
 class GalleryIndex:
-    def __init__(self, index: faiss.Index, info: IndexInfo, vectors: np.ndarray | None = None):
+    def __init__(self, index: faiss.Index, info: IndexInfo, vectors: np.ndarray | None = None,
+                 source: str = "the index"):
         self.index, self.info, self.vectors = index, info, vectors
+        self.source = source  # where it was loaded from, for messages
 
     # --- building ------------------------------------------------------------------
     @staticmethod
@@ -94,7 +96,7 @@ class GalleryIndex:
                               "lives in another embedding space")
         q = normalize(queries)
         if q.shape[1] != self.info.dim:
-            raise IndexError_(f"queries have dimension {q.shape[1]}, the index {self.info.dim}")
+            raise IndexError_(f"queries have dimension {q.shape[1]}, {self.source} holds {self.info.dim}")
         if k < 1 or k > self.info.size:
             raise IndexError_(f"k={k} but the gallery holds {self.info.size} items")
         _tune(self.index, self.info.spec)
@@ -128,14 +130,21 @@ class GalleryIndex:
         meta = path.with_suffix(".json")
         if not path.is_file() or not meta.is_file():
             raise IndexError_(f"index {path} (and its {meta.name}) not found")
-        info = IndexInfo(**json.loads(meta.read_text()))
-        index = faiss.read_index(str(path))
+        try:
+            info = IndexInfo(**json.loads(meta.read_text()))
+        except (ValueError, TypeError) as err:
+            raise IndexError_(f"{meta} is not an index record ({err}); rebuild it (faiss_index step)") from None
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as err:  # FAISS reports an unreadable file as a C++ exception
+            raise IndexError_(f"{path} is not a readable FAISS index ({str(err).splitlines()[-1][-120:]}); "
+                              "rebuild it (faiss_index step)") from None
         if index.ntotal != info.size or index.d != info.dim:
             raise IndexError_(f"{path} holds {index.ntotal} x {index.d}, its record says {info.size} x {info.dim}")
         vectors = None
         if info.spec.get("refine_factor", 0) > 0:
             vectors = np.load(path.with_suffix(".vectors.npy"), mmap_mode="r")
-        return GalleryIndex(index, info, vectors)
+        return GalleryIndex(index, info, vectors, source=str(path))
 
 
 def _empty(spec: IndexSpec, d: int) -> faiss.Index:

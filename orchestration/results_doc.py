@@ -163,6 +163,7 @@ def write_results(root: Path) -> Path:
     lines += encoder_section(_load(metrics / "encoder.json"))
     lines += claims_section(_load(results / "claims_world.json"))
     lines += reliability_section(_load(results / "faults_tiny.json"))
+    lines += bad_inputs_section(_load(results / "bad_inputs.json"))
     lines += bench_files_section(results)
     out = root / "docs" / "results.md"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -188,3 +189,21 @@ def reliability_section(faults: dict | None) -> list[str]:
              "yes" if f["killed"] else "finished first", "yes" if f["outputs_whole_after_kill"] else "NO",
              "yes" if f["equal_to_reference"] else "NO: " + ", ".join(f["differing"][:2])] for f in faults["faults"]]
     return out + _table(["step", "via", "killed after (s)", "killed", "whole", "rerun equal"], rows) + [""]
+
+
+def bad_inputs_section(bad: dict | None) -> list[str]:
+    """The bad-input catalog (tools/bad_inputs.py): per loader, each case and how it was answered."""
+    if bad is None:
+        return []
+    s = bad["summary"]
+    out = ["### Bad inputs", "",
+           f"`benchmarks/results/bad_inputs.json` (`tools/bad_inputs.py`): {s['tried']} bad inputs over "
+           f"{s['loaders']} loaders; answered as required (refused naming the file, or skipped and counted by a "
+           f"filter) {s['answered_as_required']}/{s['tried']}; hostile files refused {s['hostile_refused']}/"
+           f"{s['hostile_tried']}; crashes {s['crashed']}; inputs changed {s['inputs_changed']}; pickled code run "
+           f"{s['code_ran']}.", ""]
+    rows = [[r["loader"], r["case"], "yes" if r["hostile"] else "",
+             r["answer"] + (f" ({r['error']})" if r.get("error") else "")
+             + (f": kept {r['kept']}, skipped {r['skipped']}" if r["answer"] == "skipped and counted" else "")]
+            for r in bad["cases"]]
+    return out + _table(["loader", "bad input", "hostile", "answer"], rows) + [""]

@@ -78,3 +78,18 @@ def test_the_reliability_section_counts_every_fault_and_names_a_rerun_that_diffe
     assert "2 SIGKILLs injected, 1 landed before the step ended" in text and "items lost **1**" in text
     assert "| world_pairs[s00] | dagster | 9.00 | finished first | yes | NO: data/world_pairs/s00.parquet |" in text
     assert reliability_section(None) == []
+
+
+def test_the_bad_inputs_section_lists_each_case_and_how_it_was_answered():
+    from orchestration.results_doc import bad_inputs_section
+    from tools.bad_inputs import CASES, run_case
+
+    cases = [run_case(c) for c in CASES if c.name in ("a torch pickle carrying code", "bad lines among good ones")]
+    summary = {"tried": 2, "loaders": 2, "answered_as_required": 2, "hostile_tried": 1, "hostile_refused": 1,
+               "crashed": 0, "inputs_changed": 0, "code_ran": 0}
+    text = "\n".join(bad_inputs_section({"cases": cases, "summary": summary}))
+    assert "2 bad inputs over 2 loaders" in text and "hostile files refused 1/1" in text
+    assert "| compodiff.checkpoint.load_official_checkpoint | a torch pickle carrying code | yes | refused " \
+           "(CheckpointError) |" in text
+    assert "skipped and counted: kept 2, skipped {'not JSON': 1, 'missing input/caption, edit or output': 2}" in text
+    assert bad_inputs_section(None) == []

@@ -16,10 +16,14 @@ class AnnotationError(InputError):
     pass
 
 
+class MissingFile(AnnotationError, FileNotFoundError):
+    """An annotation file, or an image it names, that is not there."""
+
+
 def read_json(path: str | Path):
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
+        raise MissingFile(f"annotation file not found: {path}")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -83,7 +87,7 @@ def require(entry: dict, keys: tuple[str, ...], where: str) -> None:
 def existing(path: Path, what: str) -> Path:
     """Peers silently drop a query whose image is missing; that changes the numbers, so fail."""
     if not path.is_file():
-        raise FileNotFoundError(f"{what}: image not found: {path}")
+        raise MissingFile(f"{what}: image not found: {path}")
     return path
 
 

@@ -26,7 +26,8 @@ def read_ip2p_jsonl(path: str | Path) -> tuple[list[dict], SeedStats]:
             except json.JSONDecodeError:
                 stats.skipped["not JSON"] += 1
                 continue
-            source = obj.get("input", obj.get("caption")) if isinstance(obj, dict) else None
+            obj = obj if isinstance(obj, dict) else {}  # a line that is JSON but not an object is a bad line too
+            source = obj.get("input", obj.get("caption"))
             if not all(isinstance(v, str) and v.strip() for v in (source, obj.get("edit"), obj.get("output"))):
                 stats.skipped["missing input/caption, edit or output"] += 1
                 continue
