@@ -158,6 +158,8 @@ def test_an_index_of_another_encoder_stops_the_start_up(server):
 
 
 def test_an_int8_engine_answers_as_the_fp32_one_does(server):
+    import torch
+
     from orchestration.serving.engine import Query, load_engine
 
     _, root = server
@@ -166,6 +168,11 @@ def test_an_int8_engine_answers_as_the_fp32_one_does(server):
     assert int8.pipe.precision == "int8" and fp32.pipe.precision == "fp32"
     queries = [Query("make the circle red", "", 1.5, 3.0, 10, 10, gallery_id=i) for i in range(8)]
     a, b = fp32.search(queries), int8.search(queries)
+    # one pass of the text tower gives the denoiser's token states and the baseline's pooled embedding
+    texts = ["make the circle red", "leave out the star", ""]
+    tokens, pooled = fp32._encode(texts)
+    torch.testing.assert_close(pooled, fp32.pipe.encoder.encode_text(texts), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(tokens.tokens, fp32.pipe.encode_text(texts).tokens)
     overlap = [len(set(x.ids) & set(y.ids)) / 10 for x, y in zip(a, b)]
     assert np.mean(overlap) >= 0.8, overlap  # int8 weights move the composed target, not the answer
     assert [x.baseline_ids for x in a] == [y.baseline_ids for y in b]  # the baseline has no denoiser

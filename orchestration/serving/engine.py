@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from compodiff.errors import InputError
+from compodiff.pipeline import TextConditions
 
 
 class StartupError(InputError):
@@ -46,6 +47,7 @@ class SearchEngine:
         self.pipe, self.index, self.gallery_png = pipe, index, gallery_png
         self.gallery = gallery_embeddings
         self.encoder_id, self.eta, self.mix_reference, self.seed = encoder_id, eta, mix_reference, seed
+        self._null = None  # the encoding of "" (see _encode_null)
         cfg = pipe.denoiser.config
         if index.info.dim != cfg.embed_dim or gallery_embeddings.shape[1] != cfg.embed_dim:
             raise StartupError(f"the index holds {index.info.dim}-d and the gallery {gallery_embeddings.shape[1]}-d "
@@ -55,6 +57,33 @@ class SearchEngine:
                                f"is {encoder_id!r}: rebuild the index (faiss_index step) or serve its model")
         if index.info.size != len(gallery_png):
             raise StartupError(f"the index holds {index.info.size} images, the gallery {len(gallery_png)}")
+
+    def _encode(self, texts: list[str]):
+        """The instructions' token states for the denoiser and their pooled embeddings for the baseline, from
+        one pass of the text tower: the pooled embedding is the EOT token's state, projected, as open_clip's
+        ``encode_text`` computes it (other poolings, a second text encoder or padding hidden inside the
+        tower take the two separate passes)."""
+        pipe, enc = self.pipe, self.pipe.encoder
+        tower = enc._text_tower()
+        pool = getattr(tower, "text_pool_type", getattr(tower, "pool_type", None))
+        if (pipe.denoiser.config.text2_dim or pipe.pad_mask or pool != "argmax" or getattr(tower, "cls_emb", None)
+                is not None or getattr(tower, "text_projection", None) is None):
+            return pipe.encode_text(texts), enc.encode_text(texts)
+        states, real = enc.text_tokens(texts)
+        eot = states[torch.arange(len(texts)), real.sum(dim=1) - 1]
+        proj = tower.text_projection
+        pooled = proj(eot) if isinstance(proj, torch.nn.Linear) else eot @ proj
+        return TextConditions(states, None if pipe.attend_padding else real), pooled.float()
+
+    def _encode_null(self, negatives: list[str]):
+        """The null-or-negative text of each query; the null text "" is encoded once, at the first query."""
+        if self._null is None:
+            self._null = self.pipe.encode_text([""])
+        if not any(negatives):
+            n = self._null
+            return TextConditions(n.tokens.expand(len(negatives), -1, -1),
+                                  None if n.mask is None else n.mask.expand(len(negatives), -1))
+        return self.pipe.encode_text(negatives)
 
     @property
     def size(self) -> int:
@@ -86,19 +115,21 @@ class SearchEngine:
         size = self.pipe.denoiser.config.mask_size
         masks = np.stack([np.zeros((size, size), np.float32) if q.mask is None else resize_mask(q.mask, size)
                           for q in queries])
-        text = self.pipe.encoder.encode_text([q.instruction for q in queries]).numpy()
+        tokens, text = self._encode([q.instruction for q in queries])
+        null = self._encode_null([q.negative for q in queries])
         target = np.zeros_like(ref)
         groups: dict[tuple, list[int]] = {}
         for i, q in enumerate(queries):
             groups.setdefault((q.w_image, q.w_text, q.steps), []).append(i)
         for (w_image, w_text, steps), rows in groups.items():
-            target[rows] = self.pipe.compose(ref[rows], [queries[i].instruction for i in rows],
-                                             [queries[i].negative for i in rows], masks[rows], w_image=w_image,
-                                             w_text=w_text, steps=steps, seed=self.seed, eta=self.eta,
-                                             mix_reference=self.mix_reference).numpy()
+            pick = torch.tensor(rows)
+            target[rows] = self.pipe.compose_tokens(torch.from_numpy(ref[rows]), tokens.select(pick), null.select(pick),
+                                                    masks[rows], w_image=w_image, w_text=w_text, steps=steps,
+                                                    seed=self.seed, eta=self.eta,
+                                                    mix_reference=self.mix_reference).numpy()
         k = max(q.k for q in queries)
         scores, ids = self.index.search(target, k, self.encoder_id)
-        base = sum_query(torch.from_numpy(ref), torch.from_numpy(text)).numpy()
+        base = sum_query(torch.from_numpy(ref), text).numpy()
         b_scores, b_ids = self.index.search(base, k, self.encoder_id)
         return [Answer(ids[i, :q.k].tolist(), scores[i, :q.k].tolist(), b_ids[i, :q.k].tolist(),
                        b_scores[i, :q.k].tolist()) for i, q in enumerate(queries)]
