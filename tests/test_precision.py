@@ -29,8 +29,10 @@ def test_a_serving_precision_composes_close_to_fp32_on_a_copy(precision, min_cos
     cos = torch.nn.functional.cosine_similarity(got, want)
     assert cos.min() >= min_cos, cos
     assert not torch.equal(got, want)  # it did run in another precision
-    if precision == "int8":
-        assert not any(type(m) is torch.nn.Linear for m in pipe.denoiser.modules())
+    if precision == "int8":  # the blocks are quantized, the maps in and out of the embedding space are not
+        linear = {n for n, m in pipe.denoiser.named_modules() if type(m) is torch.nn.Linear}
+        assert linear and not any(n.startswith("transformer.layers.") for n in linear)
+        assert "transformer.project_out" in linear
     assert next(pipe.denoiser.parameters()).dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
     assert any(type(m) is torch.nn.Linear for m in net.modules())
     assert next(net.parameters()).dtype == torch.float32
