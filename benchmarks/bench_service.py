@@ -35,10 +35,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(root: Path, max_batch: int, wait_ms: float, precision: str) -> tuple[subprocess.Popen, str]:
+def start(root: Path, max_batch: int, wait_ms: float, precision: str,
+          threads: int | None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [str(root / ".venv" / "bin" / "compodiff"), "serve", "--port", str(port), "--max-batch", str(max_batch),
-           "--max-wait-ms", str(wait_ms), "--precision", precision]
+           "--max-wait-ms", str(wait_ms), "--precision", precision] + (["--threads", str(threads)] if threads else [])
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -85,15 +86,17 @@ def main() -> int:
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--threads", type=int, help="compodiff serve --threads (default: its own)")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"], help="compodiff serve --precision")
     ap.add_argument("--run", default="", help="what else ran on the machine meanwhile, recorded with the figures")
     ap.add_argument("--out")
     args = ap.parse_args()
     root = Path(args.root).resolve()
     out = {"run": f"bench_service on {os.cpu_count()} cores" + (f"; {args.run}" if args.run else ""),
-           "max_wait_ms": args.max_wait_ms, "precision": args.precision, "settings": []}
+           "max_wait_ms": args.max_wait_ms, "precision": args.precision, "threads": args.threads or "default",
+           "settings": []}
     for batching, max_batch in (("on", args.max_batch), ("off", 1)):
-        proc, url = start(root, max_batch, args.max_wait_ms, args.precision)
+        proc, url = start(root, max_batch, args.max_wait_ms, args.precision, args.threads)
         try:
             gallery = httpx.get(f"{url}/ready").json()["gallery"]
             load(url, 1, 4, gallery, args.timeout)  # warm-up: the first passes pay for allocation
