@@ -4,16 +4,9 @@ import pytest
 import torch
 
 import compodiff
-from compodiff import CompoDiffPipeline, TextConditions
+from compodiff import CompoDiffPipeline
 from compodiff.precision import in_precision
-
-
-def _queries(cfg, b=4):
-    g = torch.Generator().manual_seed(3)
-    ref = torch.randn(b, cfg.embed_dim, generator=g)
-    text = TextConditions(torch.randn(b, 5, cfg.text_dim, generator=g), None)
-    null = TextConditions(torch.zeros(1, 5, cfg.text_dim).expand(b, -1, -1), None)
-    return ref, text, null
+from tests.test_cpu_prepack import _queries
 
 
 @pytest.mark.parametrize("precision, min_cos", [("int8", 0.99), ("bf16", 0.98)])
