@@ -30,7 +30,8 @@ from report import report  # noqa: E402
 from compodiff.checkpoint import load_checkpoint  # noqa: E402
 from compodiff.evaluation import cir_metrics  # noqa: E402
 from compodiff.pipeline import CompoDiffPipeline  # noqa: E402
-from compodiff.precision import PRECISIONS, bf16_units  # noqa: E402
+from compodiff.precision import PRECISIONS  # noqa: E402
+from compodiff.training import bf16_is_fast  # noqa: E402
 from orchestration import eval_steps  # noqa: E402
 from orchestration.layout import Layout  # noqa: E402
 from orchestration.params import load_params  # noqa: E402
@@ -58,7 +59,7 @@ def main() -> int:
         q = eval_steps.Queries(layout)
     net = load_checkpoint(layout.stage_dir("stage2") / "denoiser.safetensors")
     out = {"run": f"bench_precision_world on {os.cpu_count()} cores" + (f"; {args.run}" if args.run else ""),
-           "bf16_units": bf16_units(), "steps": b.steps, "queries": len(q.kinds), "split": args.split}
+           "bf16_units": bf16_is_fast(torch.device("cpu")), "steps": b.steps, "queries": len(q.kinds), "split": args.split}
     if args.layers:
         out["int8_layers"] = layer_sets(net, q, b)
         report(out, args.out)

@@ -27,12 +27,6 @@ PRECISIONS = ("fp32", "bf16", "int8")
 QUANTIZED = "transformer.layers."  # int8: the transformer blocks; every other layer stays fp32
 
 
-def bf16_units() -> bool:
-    """Whether this CPU computes bf16 in hardware (else torch emulates it, slower than fp32)."""
-    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-                or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
-
-
 def in_precision(module: nn.Module, precision: str) -> nn.Module:
     """``module`` itself for fp32, else an eval-mode copy in ``precision``."""
     if precision not in PRECISIONS:

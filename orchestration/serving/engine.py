@@ -143,7 +143,7 @@ def load_engine(root: Path, model: str | None = None, precision: str = "fp32") -
     from compodiff.encoders import load_encoder
     from compodiff.feature_store import load_features
     from compodiff.pipeline import CompoDiffPipeline
-    from compodiff.precision import bf16_units
+    from compodiff.training import bf16_is_fast
     from compodiff.retrieval import GalleryIndex
     from datagen.shards import read_shard
     from orchestration.layout import Layout
@@ -174,7 +174,7 @@ def load_engine(root: Path, model: str | None = None, precision: str = "fp32") -
         pipe = CompoDiffPipeline(load_checkpoint(weights), load_encoder(p.encoder.model, p.encoder.pretrained,
                                                                        root=root))
         index, encoder_id = GalleryIndex.load(layout.faiss_index), p.encoder.model
-    if precision == "bf16" and not bf16_units():
+    if precision == "bf16" and not bf16_is_fast(torch.device("cpu")):
         print("note: this CPU has no bf16 units; torch emulates bf16, slower than fp32", flush=True)
     pipe = pipe.in_precision(precision)
     arrays, _, _ = load_features(layout.gallery_features)
