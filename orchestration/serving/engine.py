@@ -143,8 +143,8 @@ def load_engine(root: Path, model: str | None = None, precision: str = "fp32") -
     from compodiff.encoders import load_encoder
     from compodiff.feature_store import load_features
     from compodiff.pipeline import CompoDiffPipeline
-    from compodiff.training import bf16_is_fast
     from compodiff.retrieval import GalleryIndex
+    from compodiff.training import bf16_is_fast
     from datagen.shards import read_shard
     from orchestration.layout import Layout
     from orchestration.params import load_params
