@@ -59,7 +59,8 @@ def main() -> int:
         q = eval_steps.Queries(layout)
     net = load_checkpoint(layout.stage_dir("stage2") / "denoiser.safetensors")
     out = {"run": f"bench_precision_world on {os.cpu_count()} cores" + (f"; {args.run}" if args.run else ""),
-           "bf16_units": bf16_is_fast(torch.device("cpu")), "steps": b.steps, "queries": len(q.kinds), "split": args.split}
+           "bf16_units": bf16_is_fast(torch.device("cpu")), "steps": b.steps, "queries": len(q.kinds),
+           "split": args.split}
     if args.layers:
         out["int8_layers"] = layer_sets(net, q, b)
         report(out, args.out)
