@@ -140,8 +140,9 @@ def generate_shard(generator: PairGenerator, triplets: dict[str, list], samples:
         triplets["id"], triplets["reference"], triplets["target"])).encode(), digest_size=8).hexdigest()
     manifest = {**manifest, "generator": generator.name, "samples_per_triplet": samples, "seed": global_seed,
                 "triplets": len(triplets["id"]), "triplets_digest": content, "chunk_size": chunk_size}
-    if is_complete(path, manifest):
-        return {**manifest, "skipped": True}
+    if is_complete(path, manifest):  # kept as is; report what it holds, as a fresh write would
+        status = read_shard(path, ["status"]).column("status").to_pylist()
+        return {**manifest, "pairs": len(status), "failed": sum(s != "ok" for s in status), "skipped": True}
     parts_dir = path.with_name(path.stem + ".parts")
     parts_dir.mkdir(parents=True, exist_ok=True)
     n = len(triplets["id"])

@@ -89,14 +89,17 @@ def cmd_run(args) -> int:
         if run:
             run.log_metrics(result)
     if rank0:
-        _report_to_dagster(root, args.step, args.shard, result, run.url if run else None)
+        _report_to_dagster(root, args.step, args.shard, result, run.url if run else None,
+                           registry.version(args.step, params))
         print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, default=str))
     return 0
 
 
-def _report_to_dagster(root: Path, step: str, shard: str | None, result: dict, mlflow_url: str | None) -> None:
+def _report_to_dagster(root: Path, step: str, shard: str | None, result: dict, mlflow_url: str | None,
+                       code_version: str) -> None:
     """A step that DVC ran is a materialization in the project's Dagster instance too, with the same
-    metadata as one Dagster ran, so the asset graph shows it built (and by whom)."""
+    metadata and code version as one Dagster ran, so the asset graph shows it built (and by whom), and
+    marks it stale when its code or params change."""
     import dagster as dg
 
     home = Path(os.environ.get("DAGSTER_HOME") or root / ".dagster_home")
@@ -107,7 +110,9 @@ def _report_to_dagster(root: Path, step: str, shard: str | None, result: dict, m
     if mlflow_url:
         meta["mlflow_run"] = dg.MetadataValue.url(mlflow_url)
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        instance.report_runless_asset_event(dg.AssetMaterialization(step, partition=shard, metadata=meta))
+        # the tag under which Dagster records a materialization's code version (its staleness compares it)
+        tags = {"dagster/code_version": code_version}
+        instance.report_runless_asset_event(dg.AssetMaterialization(step, partition=shard, metadata=meta, tags=tags))
 
 
 def cmd_docs(args) -> int:

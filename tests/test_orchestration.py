@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -406,6 +407,7 @@ def test_dvc_repro_exp_run_metrics_diff_push_and_pull(tmp_path):
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
     run(git + ["add", "-A"], root, env)
     run(git + ["commit", "-qm", "repro"], root, env)
+    dagster_sees_what_dvc_built_and_what_a_change_makes_stale(root, env)
     # a dry run runs nothing and names the stages a changed parameter would rerun first (`dvc exp run --dry`
     # itself fails in DVC 3.67 on any chain of stages: its temporary workspace has no outputs checked out)
     assert not re.findall(r"Running stage '([^']+)'", run([str(DVC), "repro", "--dry"], root, env))
@@ -443,6 +445,52 @@ def test_dvc_repro_exp_run_metrics_diff_push_and_pull(tmp_path):
     assert weights.read_bytes() == before
     assert (root / "data" / "encoder" / "open_clip_model.safetensors").is_file()
     assert "up to date" in run([str(DVC), "status"], root, env).lower()
+
+
+
+STALE_QUERY = "{ assetNodes { assetKey { path } isPartitioned staleStatus staleCauses { reason } } }"
+
+
+def graphql(url: str, query: str) -> dict:
+    req = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": query}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=180) as r:
+        answer = json.load(r)
+    assert "errors" not in answer, answer
+    return answer["data"]
+
+
+def stale_assets(url: str) -> dict[str, list[str]]:
+    graphql(url, 'mutation { reloadRepositoryLocation(repositoryLocationName: "orchestration.definitions") '
+                 "{ __typename } }")
+    nodes = graphql(url, STALE_QUERY)["assetNodes"]
+    return {n["assetKey"]["path"][-1]: [c["reason"] for c in n["staleCauses"]] for n in nodes
+            if n["staleStatus"] == "STALE"}
+
+
+def dagster_sees_what_dvc_built_and_what_a_change_makes_stale(root: Path, env: dict) -> None:
+    """The Dagster UI's staleness (its GraphQL API, as the asset graph draws it) after `dvc repro`: nothing
+    stale; a changed param makes stale exactly the step that reads it; a code change, the steps whose code
+    closure holds the file (Dagster marks their downstream once they re-materialize with new data)."""
+    from orchestration.code_deps import code_deps
+    from tools.lifecycle_screenshot import dagster_dev
+
+    params = (root / "params.yaml").read_text()
+    code = root / "orchestration" / "model_steps.py"
+    source = code.read_text()
+    with dagster_dev(root, env) as url:
+        assert stale_assets(url) == {}
+        edited = yaml.safe_load(params)
+        edited["combiner"]["steps"] = 6
+        (root / "params.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
+        assert stale_assets(url) == {"combiner": ["has a new code version"]}
+        (root / "params.yaml").write_text(params)
+        code.write_text(source + "\n# a change\n")
+        expected = {s.name for s in registry.STEPS if not s.sharded
+                    and "orchestration/model_steps.py" in code_deps(f"orchestration.{s.module}", root)}
+        assert expected and set(stale_assets(url)) == expected
+        code.write_text(source)
+        assert stale_assets(url) == {}
 
 
 @pytest.mark.slow  # two DVC processes on one repository

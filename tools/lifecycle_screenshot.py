@@ -1,9 +1,14 @@
-"""A screenshot of the Dagster UI's page of the latest `compodiff lifecycle` run: its steps on the Gantt chart.
+"""Screenshots of the lifecycle in the Dagster and MLflow UIs, in Debian's headless Chromium, on loopback.
 
-Serves the project's instance (.dagster_home) with `dagster dev` on loopback and opens the run in Debian's
-headless Chromium:
+On a project after `compodiff lifecycle` (its .dagster_home and mlflow.db), four pages:
+- `run`: the latest run of the lifecycle job, its steps on the Gantt chart;
+- `stale`: the whole asset graph after a params change (``--set KEY=VALUE``, restored afterwards):
+  the steps that read the key show a changed code version, and their downstream is marked;
+- `mlflow-runs`: the experiment's run tree, the lifecycle's grouping run with its steps as children;
+- `mlflow-model`: the registered model `compodiff-stage2`, its versions and the `champion` alias.
 
-  .venv/bin/python tools/lifecycle_screenshot.py --out docs/screenshots/dagster_lifecycle_run.png
+  .venv/bin/python tools/lifecycle_screenshot.py --root . --pages run stale mlflow-runs mlflow-model \
+      --set combiner.steps=401 --out-dir docs/screenshots
 """
 
 from __future__ import annotations
@@ -97,6 +102,7 @@ def dismiss_newsletter(page) -> None:
 
 
 def screenshot(root: Path, out: Path, run_id: str | None = None) -> str:
+    """The page of a lifecycle run (default: the latest), after its Gantt chart has drawn."""
     from playwright.sync_api import expect
 
     home = Path(os.environ.get("DAGSTER_HOME") or root / ".dagster_home")
@@ -112,13 +118,108 @@ def screenshot(root: Path, out: Path, run_id: str | None = None) -> str:
     return run_id
 
 
+@contextlib.contextmanager
+def params_set(root: Path, assignments: list[str]):
+    """params.yaml with ``KEY=VALUE`` (dotted keys, YAML values) set, restored byte for byte on exit."""
+    import yaml
+
+    path = root / "params.yaml"
+    original = path.read_bytes()
+    params = yaml.safe_load(original)
+    for a in assignments:
+        key, _, value = a.partition("=")
+        *parents, leaf = key.split(".")
+        node = params
+        for k in parents:
+            node = node[k]
+        if leaf not in node:
+            raise SystemExit(f"--set {a}: params.yaml has no key {key}")
+        node[leaf] = yaml.safe_load(value)
+    try:
+        path.write_text(yaml.safe_dump(params, sort_keys=False))
+        yield
+    finally:
+        path.write_bytes(original)
+
+
+def stale_graph(root: Path, out: Path, assignments: list[str], group: str = "training") -> None:
+    """An asset group's graph, as the UI shows it once params.yaml has changed."""
+    home = Path(os.environ.get("DAGSTER_HOME") or root / ".dagster_home")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "COMPODIFF_ROOT": str(root)}
+    with params_set(root, assignments), dagster_dev(root, env) as url, chromium_page(1700, 1500) as page:
+        page.goto(f"{url}/locations/orchestration.definitions/asset-groups/{group}/lineage", wait_until="networkidle",
+                  timeout=90_000)
+        dismiss_newsletter(page)
+        page.get_by_text("stage2").first.wait_for(timeout=90_000)
+        page.wait_for_timeout(8000)  # the nodes' staleness arrives after the graph has drawn
+        out.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out))
+
+
+@contextlib.contextmanager
+def mlflow_ui(root: Path):
+    """`mlflow server` on the project's store, on a free loopback port; yields its URL."""
+    port = free_port()
+    server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "mlflow"), "server", "--backend-store-uri",
+                               f"sqlite:///{root / 'mlflow.db'}", "--default-artifact-root", str(root / "mlartifacts"),
+                               "-h", "127.0.0.1", "-p", str(port)], cwd=root, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/health", 180, server)
+        yield url
+    finally:
+        stop(server)
+
+
+def mlflow_pages(root: Path, runs_out: Path | None, model_out: Path | None) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("compodiff")
+    if exp is None:
+        raise SystemExit(f"no experiment 'compodiff' in {root / 'mlflow.db'}: run `compodiff lifecycle` first")
+    with mlflow_ui(root) as url, chromium_page(1800, 1100) as page:
+        if runs_out:
+            page.goto(f"{url}/#/experiments/{exp.experiment_id}/runs", wait_until="networkidle", timeout=90_000)
+            page.get_by_text("lifecycle").first.wait_for(timeout=60_000)
+            expand = page.locator('[data-testid="runs-table-expand-button"], button[aria-label*="xpand"]')
+            if expand.count():
+                expand.first.click()
+            page.wait_for_timeout(4000)
+            runs_out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(runs_out))
+        if model_out:
+            page.goto(f"{url}/#/models/compodiff-stage2", wait_until="networkidle", timeout=90_000)
+            page.get_by_text("champion").first.wait_for(timeout=60_000)
+            page.wait_for_timeout(3000)
+            model_out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(model_out))
+
+
+PAGES = {"run": "dagster_lifecycle_run.png", "stale": "dagster_asset_graph_stale.png",
+         "mlflow-runs": "mlflow_run_tree.png", "mlflow-model": "mlflow_model.png"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=ROOT)
-    ap.add_argument("--run-id", help="default: the latest run of the lifecycle job")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots" / "dagster_lifecycle_run.png")
+    ap.add_argument("--pages", nargs="+", choices=sorted(PAGES), default=["run"])
+    ap.add_argument("--run-id", help="for `run`; default: the latest run of the lifecycle job")
+    ap.add_argument("--set", dest="assignments", nargs="+", default=["combiner.steps=401"],
+                    help="for `stale`: params changed while the graph is shown")
+    ap.add_argument("--out-dir", type=Path, default=ROOT / "docs" / "screenshots")
     args = ap.parse_args()
-    print(f"run {screenshot(args.root.resolve(), args.out, args.run_id)} -> {args.out}")
+    root = args.root.resolve()
+    out = {page: args.out_dir / name for page, name in PAGES.items() if page in args.pages}
+    if "run" in out:
+        print(f"run {screenshot(root, out['run'], args.run_id)} -> {out['run']}")
+    if "stale" in out:
+        stale_graph(root, out["stale"], args.assignments)
+        print(f"asset graph with {' '.join(args.assignments)} -> {out['stale']}")
+    if "mlflow-runs" in out or "mlflow-model" in out:
+        mlflow_pages(root, out.get("mlflow-runs"), out.get("mlflow-model"))
+        print(f"MLflow -> {', '.join(str(out[p]) for p in ('mlflow-runs', 'mlflow-model') if p in out)}")
 
 
 if __name__ == "__main__":
