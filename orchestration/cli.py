@@ -65,6 +65,7 @@ def cmd_run(args) -> int:
     import contextlib
 
     from orchestration import registry
+    from orchestration.dagster_report import report_to_dagster
     from orchestration.layout import Layout
     from orchestration.step_lock import step_lock
     from orchestration.tracking import MLflowTracking
@@ -89,30 +90,10 @@ def cmd_run(args) -> int:
         if run:
             run.log_metrics(result)
     if rank0:
-        _report_to_dagster(root, args.step, args.shard, result, run.url if run else None,
-                           registry.version(args.step, params))
+        report_to_dagster(root, args.step, args.shard, result, run.url if run else None,
+                          registry.version(args.step, params), registry.upstream(args.step))
         print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}, default=str))
     return 0
-
-
-def _report_to_dagster(root: Path, step: str, shard: str | None, result: dict, mlflow_url: str | None,
-                       code_version: str) -> None:
-    """A step that DVC ran is a materialization in the project's Dagster instance too, with the same
-    metadata and code version as one Dagster ran, so the asset graph shows it built (and by whom), and
-    marks it stale when its code or params change."""
-    import dagster as dg
-
-    home = Path(os.environ.get("DAGSTER_HOME") or root / ".dagster_home")
-    if not (home / "dagster.yaml").is_file():
-        return  # no instance here (setup.sh makes one): nothing to tell
-    meta = {k: float(v) for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    meta["orchestrator"] = "dvc"
-    if mlflow_url:
-        meta["mlflow_run"] = dg.MetadataValue.url(mlflow_url)
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        # the tag under which Dagster records a materialization's code version (its staleness compares it)
-        tags = {"dagster/code_version": code_version}
-        instance.report_runless_asset_event(dg.AssetMaterialization(step, partition=shard, metadata=meta, tags=tags))
 
 
 def cmd_docs(args) -> int:

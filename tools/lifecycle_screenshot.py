@@ -101,6 +101,18 @@ def dismiss_newsletter(page) -> None:
         pass
 
 
+def expand_chart(page) -> None:
+    """The run page's Gantt chart over the whole page: the unlabelled toggle left of "Re-execute all"."""
+    again = page.get_by_role("button", name="Re-execute all").first.bounding_box()
+    if again is None:
+        return
+    left = [b for b in page.locator("button").all()
+            if (box := b.bounding_box()) and abs(box["y"] - again["y"]) < 4 and box["x"] < again["x"]]
+    if left:
+        max(left, key=lambda b: b.bounding_box()["x"]).click()
+        page.wait_for_timeout(3000)
+
+
 def screenshot(root: Path, out: Path, run_id: str | None = None) -> str:
     """The page of a lifecycle run (default: the latest), after its Gantt chart has drawn."""
     from playwright.sync_api import expect
@@ -108,11 +120,13 @@ def screenshot(root: Path, out: Path, run_id: str | None = None) -> str:
     home = Path(os.environ.get("DAGSTER_HOME") or root / ".dagster_home")
     run_id = run_id or latest_lifecycle_run(home)
     env = {**os.environ, "DAGSTER_HOME": str(home), "COMPODIFF_ROOT": str(root)}
-    with dagster_dev(root, env) as url, chromium_page() as page:
+    with dagster_dev(root, env) as url, chromium_page(1600, 1300) as page:
         page.goto(f"{url}/runs/{run_id}", wait_until="load", timeout=90_000)
         dismiss_newsletter(page)
         expect(page.get_by_text("Success").first).to_be_visible(timeout=90_000)
         page.wait_for_timeout(8000)  # the Gantt chart draws after the run's events have loaded
+        expand_chart(page)
+        page.mouse.move(5, 5)  # no hover card over the chart
         out.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(out))
     return run_id
@@ -181,16 +195,26 @@ def mlflow_pages(root: Path, runs_out: Path | None, model_out: Path | None) -> N
         raise SystemExit(f"no experiment 'compodiff' in {root / 'mlflow.db'}: run `compodiff lifecycle` first")
     with mlflow_ui(root) as url, chromium_page(1800, 1100) as page:
         if runs_out:
-            page.goto(f"{url}/#/experiments/{exp.experiment_id}/runs", wait_until="networkidle", timeout=90_000)
+            page.goto(f"{url}/#/experiments/{exp.experiment_id}/runs", wait_until="load", timeout=90_000)
             page.get_by_text("lifecycle").first.wait_for(timeout=60_000)
-            expand = page.locator('[data-testid="runs-table-expand-button"], button[aria-label*="xpand"]')
-            if expand.count():
-                expand.first.click()
+            latest = client.search_runs([exp.experiment_id], "tags.`compodiff.kind` = 'dagster_run' and tags.`dagster.job` = 'lifecycle'",
+                                        order_by=["attributes.start_time DESC"], max_results=1)
+            if latest:  # the latest Dagster run's tree only: its parent run and one child run per step
+                box = page.get_by_placeholder("metrics.rmse", exact=False)
+                box.fill(f"tags.`dagster.run_id` = '{latest[0].data.tags['dagster.run_id']}'")
+                box.press("Enter")
+                page.wait_for_timeout(3000)
+            close = page.get_by_role("button", name="Close")  # the assistant panel hides half the table
+            if close.count():
+                close.first.click()
+            parent = page.locator('[role="row"]', has_text="lifecycle ").locator("button")
+            if parent.count():  # the latest lifecycle's parent run, opened onto its step runs
+                parent.first.click()
             page.wait_for_timeout(4000)
             runs_out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(runs_out))
         if model_out:
-            page.goto(f"{url}/#/models/compodiff-stage2", wait_until="networkidle", timeout=90_000)
+            page.goto(f"{url}/#/models/compodiff-stage2", wait_until="load", timeout=90_000)
             page.get_by_text("champion").first.wait_for(timeout=60_000)
             page.wait_for_timeout(3000)
             model_out.parent.mkdir(parents=True, exist_ok=True)
