@@ -14,6 +14,7 @@ import contextvars
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,6 +169,13 @@ class MLflowTracking(dg.ConfigurableResource):
             client.set_terminated(run.info.run_id, "FINISHED")
             return run.info.run_id
 
+    def _extend(self, client, parent_id: str, status: str) -> None:
+        """The grouping run spans its steps: it ends when the latest of them ends, FAILED once one fails."""
+        with FileLock(str(Path(self.root) / ".mlflow.lock"), timeout=300):
+            info = client.get_run(parent_id).info
+            client.set_terminated(parent_id, "FAILED" if "FAILED" in (status, info.status) else "FINISHED",
+                                  end_time=max(int(time.time() * 1000), info.end_time or 0))
+
     @contextlib.contextmanager
     def step_run(self, asset: str, params: Params, dagster_run_id: str = "", partition: str = "",
                  extra_tags: dict | None = None, system_metrics: bool = False, job: str = "") -> Iterator[StepRun]:
@@ -215,3 +223,5 @@ class MLflowTracking(dg.ConfigurableResource):
                 monitor.publish_metrics(monitor.aggregate_metrics())
                 monitor.mlflow_logger.flush()
             client.set_terminated(run_id, status)
+            if parent:
+                self._extend(client, parent["mlflow.parentRunId"], status)

@@ -139,3 +139,24 @@ def test_a_killed_steps_run_is_closed_when_the_step_runs_again(tmp_path):
     with tracking.step_run("encoder", load_params(ROOT / "profiles" / "tiny.yaml")):
         pass
     assert client.get_run(orphan.info.run_id).info.status == "KILLED"
+
+
+def test_the_grouping_run_spans_its_steps_and_fails_once_one_fails(tmp_path):
+    import time
+
+    import pytest
+
+    tracking = MLflowTracking(tracking_uri="sqlite:///mlflow.db", experiment="compodiff", root=str(tmp_path))
+    params = load_params(ROOT / "profiles" / "tiny.yaml")
+    with tracking.step_run("world_pairs", params, "r1", partition="s00", job="lifecycle"):
+        time.sleep(0.3)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    step = client.search_runs([tracking.ensure_experiment()], "tags.`dagster.asset` = 'world_pairs'")[0]
+    group = client.get_run(step.data.tags["mlflow.parentRunId"]).info
+    assert group.status == "FINISHED" and group.end_time >= step.info.end_time
+    assert group.end_time - group.start_time >= 300  # not the instant it was made
+    with pytest.raises(RuntimeError), tracking.step_run("encoder", params, "r1", job="lifecycle"):
+        raise RuntimeError("killed")
+    with tracking.step_run("caption_pool", params, "r1", job="lifecycle"):
+        pass
+    assert client.get_run(group.run_id).info.status == "FAILED"  # a later success does not hide it

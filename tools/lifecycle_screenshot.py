@@ -197,7 +197,8 @@ def mlflow_pages(root: Path, runs_out: Path | None, model_out: Path | None) -> N
         if runs_out:
             page.goto(f"{url}/#/experiments/{exp.experiment_id}/runs", wait_until="load", timeout=90_000)
             page.get_by_text("lifecycle").first.wait_for(timeout=60_000)
-            latest = client.search_runs([exp.experiment_id], "tags.`compodiff.kind` = 'dagster_run' and tags.`dagster.job` = 'lifecycle'",
+            lifecycle = "tags.`compodiff.kind` = 'dagster_run' and tags.`dagster.job` = 'lifecycle'"
+            latest = client.search_runs([exp.experiment_id], lifecycle,
                                         order_by=["attributes.start_time DESC"], max_results=1)
             if latest:  # the latest Dagster run's tree only: its parent run and one child run per step
                 box = page.get_by_placeholder("metrics.rmse", exact=False)
