@@ -7,7 +7,8 @@ killed with SIGKILL (the whole process group) after a seeded random fraction of 
 inspected (every output that exists must be whole: readable parquet, npz, safetensors, JSON), rerun
 through the same orchestrator to completion and compared with the reference: tables, arrays and
 tensors equal (``--atol`` for training weights; 0 by default, for bit-equal), JSON equal once timings
-are dropped. Temp files left under data/ and MLflow runs left RUNNING are counted. The result is one
+and the step a resumed training restarted at are dropped. Temp files left under data/ and MLflow runs
+left RUNNING are counted. The result is one
 JSON (``--out``), which ``compodiff docs`` turns into the reliability section of docs/results.md.
 
   .venv/bin/python tools/fault_campaign.py --seeds 1 --window 7 --out benchmarks/results/faults_tiny.json
@@ -38,6 +39,7 @@ FAULTED = ("world_pairs", "encoder", "keyword_triplets", "llm_adapter", "llm_tri
            "pair_features", "stage1", "stage2", "combiner", "faiss_index", "benchmark_metrics")
 SKIP = ("champion", "ablations", "real_benchmark")  # not on the path of the faulted steps
 TIMING = ("seconds", "per_second", "elapsed", "url", "run_id", "mtime", "wall", "duration")
+RESUME = ("resumed_from",)  # the step a resumed training restarted at: a record of the fault, not of the output
 TEMP_MARKS = (".tmp", ".old")
 START = {"cli": 0.0, "dvc": 2.0, "dagster": 8.0}  # seconds an orchestrator adds before the step starts
 
@@ -146,7 +148,7 @@ def files(paths: list[Path]) -> list[Path]:
 
 def _drop_timing(value):
     if isinstance(value, dict):
-        return {k: _drop_timing(v) for k, v in value.items() if not any(t in k for t in TIMING)}
+        return {k: _drop_timing(v) for k, v in value.items() if not any(t in k for t in TIMING + RESUME)}
     if isinstance(value, list):
         return [_drop_timing(v) for v in value]
     return value
