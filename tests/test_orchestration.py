@@ -445,6 +445,19 @@ def test_dvc_repro_exp_run_metrics_diff_push_and_pull(tmp_path):
     assert weights.read_bytes() == before
     assert (root / "data" / "encoder" / "open_clip_model.safetensors").is_file()
     assert "up to date" in run([str(DVC), "status"], root, env).lower()
+    # one stage rerun alone with a changed param: Dagster marks the steps that read it stale, as after its own run
+    from tools.lifecycle_screenshot import dagster_dev
+
+    edited = yaml.safe_load((root / "params.yaml").read_text())
+    edited["combiner"]["steps"] = 8
+    (root / "params.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
+    run([str(DVC), "repro", "-q", "-s", "combiner"], root, env, timeout=900)
+    readers = {s.name for s in registry.STEPS if not s.sharded and "combiner" in registry.upstream(s.name)}
+    with dagster_dev(root, env) as url:
+        stale = stale_assets(url)
+    assert readers and set(stale) == readers, stale
+    # GraphQL gives the root cause: the upstream's new data version
+    assert all(causes == ["has a new data version"] for causes in stale.values()), stale
 
 
 
