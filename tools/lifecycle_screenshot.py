@@ -34,11 +34,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
+def wait_http(url: str, timeout: float, proc: subprocess.Popen, log=None) -> None:
     end = time.time() + timeout
     while time.time() < end:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stdout.read()[-3000:]}")
+            said = (log.seek(0), log.read())[1] if log else (proc.stdout.read() if proc.stdout else "")
+            raise RuntimeError(f"server exited with {proc.returncode}: {said[-3000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
@@ -57,18 +58,27 @@ def latest_lifecycle_run(home: Path) -> str:
 
 
 @contextlib.contextmanager
+def loopback_server(cmd: list[str], health: str, cwd: Path, env: dict | None = None):
+    """``cmd`` with ``-h 127.0.0.1 -p PORT`` appended, on a free port, until ``health`` answers; yields its
+    URL. Its output goes to a temp file, not a pipe nobody reads (a full pipe would stall the server)."""
+    import tempfile
+
+    port = free_port()
+    with tempfile.TemporaryFile("w+") as log:
+        server = subprocess.Popen([*cmd, "-h", "127.0.0.1", "-p", str(port)], cwd=cwd, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_http(f"{url}{health}", 180, server, log)
+            yield url
+        finally:
+            stop(server)
+
+
 def dagster_dev(root: Path, env: dict):
     """`dagster dev` on the project at ``root``, on a free loopback port; yields its URL."""
-    port = free_port()
-    server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "dagster"), "dev", "-m", "orchestration.definitions",
-                               "-h", "127.0.0.1", "-p", str(port)], cwd=root, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/server_info", 180, server)
-        yield url
-    finally:
-        stop(server)
+    return loopback_server([str(ROOT / ".venv" / "bin" / "dagster"), "dev", "-m", "orchestration.definitions"],
+                           "/server_info", root, env)
 
 
 def stop(server: subprocess.Popen) -> None:
@@ -170,20 +180,11 @@ def stale_graph(root: Path, out: Path, assignments: list[str], group: str = "tra
         page.screenshot(path=str(out))
 
 
-@contextlib.contextmanager
 def mlflow_ui(root: Path):
     """`mlflow server` on the project's store, on a free loopback port; yields its URL."""
-    port = free_port()
-    server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "mlflow"), "server", "--backend-store-uri",
-                               f"sqlite:///{root / 'mlflow.db'}", "--default-artifact-root", str(root / "mlartifacts"),
-                               "-h", "127.0.0.1", "-p", str(port)], cwd=root, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/health", 180, server)
-        yield url
-    finally:
-        stop(server)
+    return loopback_server([str(ROOT / ".venv" / "bin" / "mlflow"), "server", "--backend-store-uri",
+                            f"sqlite:///{root / 'mlflow.db'}", "--default-artifact-root", str(root / "mlartifacts")],
+                           "/health", root)
 
 
 def mlflow_pages(root: Path, runs_out: Path | None, model_out: Path | None) -> None:
