@@ -157,7 +157,7 @@ class MLflowTracking(dg.ConfigurableResource):
 
     def parent_run(self, client, exp_id: str, dagster_run_id: str, job: str) -> str:
         """The MLflow run that groups the step runs of one Dagster run (found or made once, whatever runs in
-        parallel); a grouping run holds no process, so it is recorded finished."""
+        parallel); it holds no process, so it is recorded finished, and each step run's end extends it (``_extend``)."""
         with FileLock(str(Path(self.root) / ".mlflow.lock"), timeout=300):
             found = client.search_runs([exp_id], f"tags.`dagster.run_id` = '{dagster_run_id}' and "
                                                  "tags.`compodiff.kind` = 'dagster_run'", max_results=1)

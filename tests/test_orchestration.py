@@ -6,7 +6,6 @@ import re
 import shutil
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -20,6 +19,7 @@ from compodiff.profiles import render
 from orchestration import registry
 from orchestration.definitions import build
 from orchestration.lifecycle import materialize
+from tools.lifecycle_screenshot import dagster_dev, graphql
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ["world_pairs", "caption_pool", "encoder", "keyword_triplets", "llm_adapter", "llm_triplets",
@@ -446,8 +446,6 @@ def test_dvc_repro_exp_run_metrics_diff_push_and_pull(tmp_path):
     assert (root / "data" / "encoder" / "open_clip_model.safetensors").is_file()
     assert "up to date" in run([str(DVC), "status"], root, env).lower()
     # one stage rerun alone with a changed param: Dagster marks the steps that read it stale, as after its own run
-    from tools.lifecycle_screenshot import dagster_dev
-
     edited = yaml.safe_load((root / "params.yaml").read_text())
     edited["combiner"]["steps"] = 8
     (root / "params.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
@@ -460,23 +458,13 @@ def test_dvc_repro_exp_run_metrics_diff_push_and_pull(tmp_path):
     assert all(causes == ["has a new data version"] for causes in stale.values()), stale
 
 
-
 STALE_QUERY = "{ assetNodes { assetKey { path } isPartitioned staleStatus staleCauses { reason } } }"
-
-
-def graphql(url: str, query: str) -> dict:
-    req = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": query}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=180) as r:
-        answer = json.load(r)
-    assert "errors" not in answer, answer
-    return answer["data"]
 
 
 def stale_assets(url: str) -> dict[str, list[str]]:
     graphql(url, 'mutation { reloadRepositoryLocation(repositoryLocationName: "orchestration.definitions") '
-                 "{ __typename } }")
-    nodes = graphql(url, STALE_QUERY)["assetNodes"]
+                 "{ __typename } }", timeout=180)  # the reload restarts the code server: slow on a busy machine
+    nodes = graphql(url, STALE_QUERY, timeout=180)["assetNodes"]
     return {n["assetKey"]["path"][-1]: [c["reason"] for c in n["staleCauses"]] for n in nodes
             if n["staleStatus"] == "STALE"}
 
@@ -486,7 +474,6 @@ def dagster_sees_what_dvc_built_and_what_a_change_makes_stale(root: Path, env: d
     stale; a changed param makes stale exactly the step that reads it; a code change, the steps whose code
     closure holds the file (Dagster marks their downstream once they re-materialize with new data)."""
     from orchestration.code_deps import code_deps
-    from tools.lifecycle_screenshot import dagster_dev
 
     params = (root / "params.yaml").read_text()
     code = root / "orchestration" / "model_steps.py"

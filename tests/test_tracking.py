@@ -2,9 +2,11 @@
 without a guard), and a step run records its params, metrics and lineage tags."""
 
 import multiprocessing as mp
+import time
 from pathlib import Path
 
 import mlflow
+import pytest
 
 from orchestration.params import load_params
 from orchestration.tracking import MLflowTracking, resolve_tracking_uri
@@ -142,10 +144,6 @@ def test_a_killed_steps_run_is_closed_when_the_step_runs_again(tmp_path):
 
 
 def test_the_grouping_run_spans_its_steps_and_fails_once_one_fails(tmp_path):
-    import time
-
-    import pytest
-
     tracking = MLflowTracking(tracking_uri="sqlite:///mlflow.db", experiment="compodiff", root=str(tmp_path))
     params = load_params(ROOT / "profiles" / "tiny.yaml")
     with tracking.step_run("world_pairs", params, "r1", partition="s00", job="lifecycle"):

@@ -21,6 +21,7 @@ from tools.lifecycle_screenshot import (
     dagster_dev,
     dismiss_newsletter,
     free_port,
+    graphql,
     stop,
     wait_http,
 )
@@ -100,14 +101,6 @@ def test_asset_graph_materialize_from_the_ui_and_see_the_mlflow_run(tmp_path):
     finally:
         if mlflow_proc is not None:
             stop(mlflow_proc)
-
-
-def graphql(url: str, query: str, **variables) -> dict:
-    import httpx
-
-    r = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables}, timeout=60)
-    assert r.status_code == 200 and "errors" not in r.json(), r.text
-    return r.json()["data"]
 
 
 def reexecute_through_graphql(url: str) -> None:

@@ -48,6 +48,15 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen, log=None) -> Non
     raise TimeoutError(f"{url} did not answer in {timeout}s")
 
 
+def graphql(url: str, query: str, timeout: float = 60, **variables) -> dict:
+    """One query to the Dagster webserver's GraphQL API; its ``data``, after asserting it has no errors."""
+    import httpx
+
+    r = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables}, timeout=timeout)
+    assert r.status_code == 200 and "errors" not in r.json(), r.text
+    return r.json()["data"]
+
+
 def latest_lifecycle_run(home: Path) -> str:
     import dagster as dg
 
