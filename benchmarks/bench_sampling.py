@@ -2,7 +2,7 @@
 
 Ours: conditions (text projection, mask MLP, every layer's cross-attention keys and values)
 encoded once per query batch, three guidance branches in one batched forward per step.
-On the CPU in fp32, ours also serves with oneDNN-reordered linear weights (``cpu_prepack``);
+On the CPU in fp32, ours also serves with oneDNN-reordered linear weights (``cpu_prepack.py``);
 it is reported with and without them.
 Reference, measured in the same run: a straightforward implementation that calls the full
 network three times per step (one forward per guidance branch), recomputing the conditions
@@ -16,11 +16,11 @@ precisions (compodiff.precision: int8 dynamic quantization, bf16), each with its
 from __future__ import annotations
 
 import argparse
-import copy
 import platform
 import time
 
 import torch
+from cpu_prepack import prepacked_copy
 from report import report
 
 import compodiff
@@ -72,8 +72,8 @@ def main() -> None:
     pipe = compodiff.CompoDiffPipeline(net)
     prepack = args.device == "cpu" and dtype == torch.float32
     if prepack:
-        net_packed = copy.deepcopy(net)
-        pipe_packed = compodiff.CompoDiffPipeline(net_packed, cpu_prepack=True)
+        net_packed = prepacked_copy(net)
+        pipe_packed = compodiff.CompoDiffPipeline(net_packed)
     schedule = CosineSchedule(1000).to(args.device)
     results = {"device": args.device, "dtype": args.dtype, "steps": args.steps, "torch": torch.__version__,
                "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine()}

@@ -8,14 +8,12 @@ each sampling step then costs one batched forward of the two-token transformer.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from compodiff.cpu_prepack import prepack_linears
 from compodiff.denoiser import CompoDiffDenoiser, TextKV, rows_identical
 from compodiff.diffusion import CosineSchedule
 from compodiff.precision import in_precision
@@ -54,13 +52,9 @@ class CompoDiffPipeline:
     """A denoiser with its text encoder(s): ``compose`` for strings, ``compose_tokens`` for tokens."""
 
     def __init__(self, denoiser: CompoDiffDenoiser, encoder=None, text_encoder2=None,
-                 attend_padding: bool = True, pad_mask: bool = False, cpu_prepack: bool = False,
-                 precision: str = "fp32"):
+                 attend_padding: bool = True, pad_mask: bool = False, precision: str = "fp32"):
         # a serving precision other than fp32 (compodiff.precision) works on a copy of the network
         self.denoiser = in_precision(denoiser, precision).eval()
-        if cpu_prepack and precision == "fp32":  # oneDNN-reordered weights (compodiff.cpu_prepack); same outputs
-            self.denoiser = copy.deepcopy(self.denoiser)  # the caller's network keeps its nn.Linear layers
-            prepack_linears(self.denoiser)
         self.precision = precision
         self.encoder = encoder  # compodiff.encoders.Encoder (CLIP text tower for instructions)
         self.text_encoder2 = text_encoder2  # optional T5 (compodiff.text_t5.T5TextEncoder)

@@ -1,21 +1,23 @@
-"""oneDNN-reordered linear weights for fp32 CPU inference: same outputs, same keys, fresh after changes."""
+"""benchmarks/cpu_prepack.py, oneDNN-reordered linear weights for fp32 CPU inference: same outputs, same
+keys, fresh after changes, the caller's network untouched."""
+
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
 
 import compodiff
-from compodiff import CompoDiffPipeline, TextConditions
-from compodiff.cpu_prepack import PrepackedLinear, available, prepack_linears
+from compodiff import CompoDiffPipeline
+from tests.query_fixtures import random_queries
 
-pytestmark = pytest.mark.skipif(not available(), reason="this torch has no oneDNN")
+_spec = importlib.util.spec_from_file_location(
+    "cpu_prepack", Path(__file__).resolve().parents[1] / "benchmarks" / "cpu_prepack.py")
+cpu_prepack = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cpu_prepack)
+PrepackedLinear, prepack_linears = cpu_prepack.PrepackedLinear, cpu_prepack.prepack_linears
 
-
-def _queries(cfg, b=3):
-    g = torch.Generator().manual_seed(1)
-    ref = torch.randn(b, cfg.embed_dim, generator=g)
-    text = TextConditions(torch.randn(b, 5, cfg.text_dim, generator=g), None)
-    null = TextConditions(torch.zeros(1, 5, cfg.text_dim).expand(b, -1, -1), None)
-    return ref, text, null
+pytestmark = pytest.mark.skipif(not cpu_prepack.available(), reason="this torch has no oneDNN")
 
 
 def test_prepacked_sampling_equals_plain_and_keeps_the_state_dict():
@@ -23,9 +25,9 @@ def test_prepacked_sampling_equals_plain_and_keeps_the_state_dict():
     net = compodiff.build_denoiser("tiny")
     keys = {k: v.clone() for k, v in net.state_dict().items()}
     plain = CompoDiffPipeline(net)
-    ref, text, null = _queries(net.config)
+    ref, text, null = random_queries(net.config)
     want = plain.compose_tokens(ref, text, null, steps=4, seed=2)
-    fast = CompoDiffPipeline(net, cpu_prepack=True)
+    fast = CompoDiffPipeline(cpu_prepack.prepacked_copy(net))
     assert not any(isinstance(m, PrepackedLinear) for m in net.modules())  # the caller's network is unchanged
     swapped = [m for m in fast.denoiser.modules() if isinstance(m, PrepackedLinear)]
     assert len(swapped) == sum(1 for m in compodiff.build_denoiser("tiny").modules() if type(m) is torch.nn.Linear)

@@ -90,3 +90,14 @@ def test_the_steps_are_declared_once():
     assert assets == set(registry.BY_NAME)
     for s in registry.STEPS:
         assert callable(registry.function(s)), s.name
+
+
+def test_the_library_calls_no_private_torch_operator():
+    """Private operators (torch.ops.<ns>._name, torch._C) may change in any torch release; the one
+    the project measures (oneDNN's reordered linear weights) stays in benchmarks/cpu_prepack.py."""
+    private = re.compile(r"torch\.ops\.\w+\._\w+|torch\._C\b")
+    hits = [f"{path.relative_to(ROOT)}:{i}" for package in ("compodiff", "datagen", "orchestration")
+            for path in sorted((ROOT / package).rglob("*.py"))
+            for i, line in enumerate(path.read_text().splitlines(), 1) if private.search(line)]
+    assert not hits, hits
+    assert private.search((ROOT / "benchmarks" / "cpu_prepack.py").read_text())  # the pattern finds what it is for

@@ -6,7 +6,7 @@ import torch
 import compodiff
 from compodiff import CompoDiffPipeline
 from compodiff.precision import in_precision
-from tests.test_cpu_prepack import _queries
+from tests.query_fixtures import random_queries
 
 
 @pytest.mark.parametrize("precision, min_cos", [("int8", 0.99), ("bf16", 0.98)])
@@ -14,7 +14,7 @@ def test_a_serving_precision_composes_close_to_fp32_on_a_copy(precision, min_cos
     torch.manual_seed(0)
     net = compodiff.build_denoiser("world")
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    ref, text, null = _queries(net.config)
+    ref, text, null = random_queries(net.config)
     want = CompoDiffPipeline(net).compose_tokens(ref, text, null, steps=5, seed=1, w_image=1.5, w_text=3.0)
     pipe = CompoDiffPipeline(net, precision=precision)
     got = pipe.compose_tokens(ref, text, null, steps=5, seed=1, w_image=1.5, w_text=3.0)

@@ -6,13 +6,22 @@ for 1 to 3 rows and slows down at 4 to 8 (it re-packs the weight on each call); 
 pre-reordered weight streams at full speed (benchmarks/bench_sampling.py). This is what PyTorch's
 own graph compiler does with frozen CPU weights, without the compilation.
 
-``prepack_linears(module)`` swaps each ``nn.Linear`` for a ``PrepackedLinear`` that holds the same
-parameters (state-dict keys and weights unchanged) and a reordered copy, refreshed whenever the
-weight changes in place (``load_state_dict``, an optimizer step). Training, autograd, other devices
-and other dtypes take the plain ``F.linear`` path.
+It calls oneDNN through private torch operators (``torch.ops.mkldnn._reorder_linear_weight``,
+``_linear_pointwise``), which may change in any torch release, so it lives beside the benchmark that
+measures it and not in the library: public paths measured in its place (``torch.utils.mkldnn``,
+``torch.jit.optimize_for_inference``, ``torch.compile`` with freezing) kept well short of it
+(bench_linear_paths.py). Serving uses int8 instead.
+
+``prepacked_copy(module)`` returns a copy with its linear layers swapped; ``prepack_linears(module)``
+swaps each ``nn.Linear`` for a ``PrepackedLinear`` that holds the same parameters (state-dict keys and
+weights unchanged) and a reordered copy, refreshed whenever the weight changes in place
+(``load_state_dict``, an optimizer step). Training, autograd, other devices and other dtypes take the
+plain ``F.linear`` path.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +63,13 @@ class PrepackedLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def prepacked_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` with reordered linear layers; the caller's module is unchanged."""
+    module = copy.deepcopy(module)
+    prepack_linears(module)
+    return module
 
 
 def prepack_linears(module: nn.Module) -> int:
