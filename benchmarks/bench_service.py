@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -55,11 +56,17 @@ def start(root: Path, max_batch: int, wait_ms: float, precision: str,
 
 
 def load(url: str, clients: int, n: int, gallery: int, timeout: float) -> dict:
+    # each client keeps one connection, as a product's backend would: a new httpx.Client per request
+    # costs about 33 ms of the client's own set-up, which the latency would otherwise count
+    local = threading.local()
+
     def one(i: int):
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(timeout=timeout)
         body = {"gallery_id": (37 * i) % gallery, "instruction": QUERIES[i % len(QUERIES)], "k": 10}
         t0 = time.perf_counter()
         try:
-            r = httpx.post(f"{url}/search", json=body, timeout=timeout)
+            r = local.client.post(f"{url}/search", json=body)
             ok = r.status_code == 200
         except httpx.HTTPError:
             ok = False
@@ -84,7 +91,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--queries", type=int, default=64, help="queries per setting (at least one per client)")
     ap.add_argument("--max-batch", type=int, default=32)
-    ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    ap.add_argument("--max-wait-ms", type=float, default=0.0)
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--threads", type=int, help="compodiff serve --threads (default: its own)")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"], help="compodiff serve --precision")

@@ -1,6 +1,7 @@
-"""Micro-batching: queries that arrive within ``max_wait_ms`` of each other share one batched denoiser
-pass (up to ``max_batch``), as `CompoDiffPipeline.compose` batches; one worker thread runs the passes,
-so the event loop keeps accepting requests meanwhile."""
+"""Micro-batching: the queries queued while the previous pass ran, and those that arrive within
+``max_wait_ms`` of the first, share one batched denoiser pass (up to ``max_batch``), as
+`CompoDiffPipeline.compose` batches. One worker thread runs the passes, so the event loop keeps accepting
+requests meanwhile; with ``max_wait_ms`` 0 a lone query never waits, and a busy server still batches."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self.queue.get()]
+            while len(batch) < self.max_batch and not self.queue.empty():  # what queued during the last pass
+                batch.append(self.queue.get_nowait())
             deadline = loop.time() + self.max_wait
             while len(batch) < self.max_batch:
                 timeout = deadline - loop.time()
