@@ -91,7 +91,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--queries", type=int, default=64, help="queries per setting (at least one per client)")
     ap.add_argument("--max-batch", type=int, default=32)
-    ap.add_argument("--max-wait-ms", type=float, default=0.0)
+    ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--threads", type=int, help="compodiff serve --threads (default: its own)")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"], help="compodiff serve --precision")

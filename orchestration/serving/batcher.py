@@ -1,7 +1,8 @@
 """Micro-batching: the queries queued while the previous pass ran, and those that arrive within
 ``max_wait_ms`` of the first, share one batched denoiser pass (up to ``max_batch``), as
 `CompoDiffPipeline.compose` batches. One worker thread runs the passes, so the event loop keeps accepting
-requests meanwhile; with ``max_wait_ms`` 0 a lone query never waits, and a busy server still batches."""
+requests meanwhile. The wait applies only under load (queries queued, or the last pass held more than
+one): a lone query at an idle server never waits for company that is not coming."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ class MicroBatcher:
             batch = [await self.queue.get()]
             while len(batch) < self.max_batch and not self.queue.empty():  # what queued during the last pass
                 batch.append(self.queue.get_nowait())
-            deadline = loop.time() + self.max_wait
+            busy = len(batch) > 1 or bool(self.batches) and self.batches[-1] > 1
+            deadline = loop.time() + (self.max_wait if busy else 0.0)
             while len(batch) < self.max_batch:
                 timeout = deadline - loop.time()
                 if timeout <= 0:
