@@ -3,9 +3,14 @@
 For each edit kind, a seeded sample of the triplets stage 2 trained on (data/triplet_features): the
 gallery is the sample's targets and references (each reference a hard negative of its own query). Stage 2
 composes each reference with its instruction at the benchmark's sampling settings, and with an empty
-instruction; the Combiner answers the same queries. Reported: R@1 over that gallery, the mean cosine of
-the answer to its target and to its reference, and the cosine of reference to target (how small the
-edit is). A kind that stage 2 fits lands nearer its target than its reference.
+instruction; the Combiner answers the same queries. Two more answers separate the causes of a miss:
+stage 2's plain conditional prediction (w_I = w_T = 1, no reference mix: guidance off), and one linear
+map [reference, pooled instruction, 1] -> target - reference, fitted by ridge regression on every
+triplet outside the samples (so the samples are held out from it), and the same map fitted per edit
+kind on that kind's triplets outside its sample: whether the features carry the edit at all, and whether
+a model must tell the kinds apart to use it. Reported: R@1 over that gallery, the mean cosine of the
+answer to its target and to its reference, and the cosine of reference to target (how small the edit
+is). A kind that stage 2 fits lands nearer its target than its reference.
 
   .venv/bin/python benchmarks/fit_by_edit_kind.py --root . --out benchmarks/results/fit_by_edit_kind_world.json
 """
@@ -40,11 +45,29 @@ def scores(answer: torch.Tensor, ref: torch.Tensor, tgt: torch.Tensor) -> dict:
             "cos_reference": round((a * r).sum(-1).mean().item(), 3)}
 
 
+def fit_linear_map(trip, enc, rows: np.ndarray, ridge: float, chunk: int = 2048):
+    """One ridge regression over the given triplets, every kind at once as stage 2 is one model:
+    [normalized reference, normalized pooled instruction, 1] -> normalized target - normalized reference."""
+
+    def design(ref: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        text = torch.cat([enc.encode_text(texts[i:i + chunk]).float() for i in range(0, len(texts), chunk)])
+        return torch.cat([F.normalize(ref.float(), dim=-1), F.normalize(text, dim=-1), torch.ones(len(ref), 1)], 1)
+
+    with torch.no_grad():
+        x = design(trip.reference[rows], [trip.instruction[i] for i in rows])
+        y = F.normalize(trip.target[rows].float(), dim=-1) - F.normalize(trip.reference[rows].float(), dim=-1)
+        w = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1]), x.T @ y)
+    return lambda ref, texts: F.normalize(ref.float(), dim=-1) + design(ref, texts) @ w
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=".")
     ap.add_argument("--per-kind", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--guidance", nargs="*", default=[], metavar="W_I,W_T",
+                    help="more guidance weights for stage 2, each without the reference mix")
+    ap.add_argument("--ridge", type=float, default=0.1, help="the linear map's ridge penalty")
     ap.add_argument("--out")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
@@ -59,9 +82,13 @@ def main() -> int:
     combiner = load_combiner(layout.stage_dir("combiner") / "combiner.safetensors")
     b = p.benchmark
     kinds, rng, result = np.array(trip.kind), np.random.default_rng(args.seed), {}
+    samples = {}
     for kind in sorted(set(kinds.tolist())):
         pool = np.flatnonzero(kinds == kind)
-        idx = rng.choice(pool, min(args.per_kind, len(pool)), replace=False)
+        samples[kind] = rng.choice(pool, min(args.per_kind, len(pool)), replace=False)
+    held_out = np.concatenate(list(samples.values()))
+    linear = fit_linear_map(trip, enc, np.setdiff1d(np.arange(len(trip)), held_out), args.ridge)
+    for kind, idx in samples.items():
         ref, tgt = trip.reference[idx], trip.target[idx]
         texts = [trip.instruction[i] for i in idx]
         row = {"n": len(idx), "cos_reference_target": round(
@@ -71,11 +98,24 @@ def main() -> int:
                 answer = pipe.compose(ref, prompts, w_image=b.w_image, w_text=b.w_text, steps=b.steps,
                                       seed=args.seed, eta=b.eta, mix_reference=b.mix_reference)
                 row[name] = scores(answer, ref, tgt)
+            answer = pipe.compose(ref, texts, w_image=1.0, w_text=1.0, steps=b.steps, seed=args.seed, eta=b.eta,
+                                  mix_reference=0.0)
+            row["stage2_conditional"] = scores(answer, ref, tgt)
+            for pair in args.guidance:
+                w_image, w_text = (float(x) for x in pair.split(","))
+                answer = pipe.compose(ref, texts, w_image=w_image, w_text=w_text, steps=b.steps, seed=args.seed,
+                                      eta=b.eta, mix_reference=0.0)
+                row[f"stage2 w_I {w_image:g} w_T {w_text:g}"] = scores(answer, ref, tgt)
             row["combiner"] = scores(combiner(ref, enc.encode_text(texts)), ref, tgt)
+            row["linear_map"] = scores(linear(ref, texts), ref, tgt)
+            own = np.setdiff1d(np.flatnonzero(kinds == kind), idx)
+            if len(own) >= args.per_kind:
+                row["linear_map_per_kind"] = scores(fit_linear_map(trip, enc, own, args.ridge)(ref, texts), ref, tgt)
         result[kind] = row
         print(kind, row, flush=True)
     report({"profile": p.profile, "per_kind": args.per_kind, "seed": args.seed,
             "sampling": {"w_image": b.w_image, "w_text": b.w_text, "steps": b.steps, "eta": b.eta},
+            "linear_map": {"ridge": args.ridge, "fitted_on": int(len(trip) - len(held_out))},
             "kinds": result}, args.out)
     return 0
 
