@@ -23,6 +23,7 @@ from compodiff.denoiser import CompoDiffDenoiser, DenoiserConfig
 from compodiff.diffusion import CosineSchedule
 from compodiff.ema import EMA
 from compodiff.objectives import PairFeatures, TripletFeatures, make_batch, shard_rows
+from compodiff.seeding import keeps_global_rng
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ def load_training_state(path: Path, spec: TrainSpec, config: DenoiserConfig) -> 
     return state
 
 
+@keeps_global_rng  # it seeds torch's global RNG each step (dropout)
 def train_denoiser(model: CompoDiffDenoiser, spec: TrainSpec, pairs: PairFeatures | None,
                    triplets: TripletFeatures | None, text_tokens: Callable[[list[str]], torch.Tensor],
                    checkpoint_dir: Path, log: Callable[[int, dict], None] | None = None,

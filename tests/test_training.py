@@ -88,13 +88,15 @@ def test_kind_balance_draws_rare_edit_kinds_as_often_as_common_ones():
     assert abs(rows[0.0] - 0.10) < 0.01 and abs(rows[0.5] - 0.25) < 0.015 and abs(rows[1.0] - 0.5) < 0.015
 
 
-def test_training_lowers_the_loss(tmp_path):
+def test_training_lowers_the_loss_and_leaves_the_callers_rng_alone(tmp_path):
     pairs, trip = data()
-    losses = []
-    train_denoiser(fresh(), spec(steps=150, batch_size=32, mix=(0.0, 0.0, 1.0), condition_dropout=0.0,
+    losses, model = [], fresh()
+    before = torch.get_rng_state()
+    train_denoiser(model, spec(steps=150, batch_size=32, mix=(0.0, 0.0, 1.0), condition_dropout=0.0,
                                  checkpoint_every=1000, lr=3e-3),
                    pairs, trip, fake_tokens, tmp_path, log=lambda s, m: losses.append(m["loss"]))
     assert losses[-1] < 0.5 * losses[0]
+    assert torch.equal(torch.get_rng_state(), before)  # it seeds each step inside its own RNG scope
 
 
 def test_killed_and_resumed_equals_uninterrupted(tmp_path):
