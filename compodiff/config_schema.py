@@ -38,12 +38,32 @@ def from_dict(cls, data: Any, where: str = "", source: str = "params"):
             continue
         kwargs[name] = _convert(hints[name], data[name], key, source)
         _check_range(f, kwargs[name], key, source)
+        _check_keys(f, kwargs[name], key, source)
     return cls(**kwargs)
 
 
 def at_least(bound: float, above: bool = False) -> dict:
     """Field metadata: the value must be >= ``bound`` (> with ``above``); checked when params load."""
     return {"min": bound, "above": above}
+
+
+def keys_of(keys: tuple[str, ...], inner: tuple[str, ...] | None = None) -> dict:
+    """Field metadata for a mapping field: its keys must be among ``keys`` and, with ``inner``, each value's
+    keys among ``inner``; checked when params load, so a misspelt key is an error and not ignored."""
+    return {"keys": keys, "inner_keys": inner}
+
+
+def _check_keys(f: dataclasses.Field, value, key: str, source: str) -> None:
+    allowed, inner = f.metadata.get("keys"), f.metadata.get("inner_keys")
+    if allowed is None or not isinstance(value, dict):
+        return
+    unknown = [_join(key, k) for k in sorted(set(value) - set(allowed))]
+    if inner is not None:
+        unknown += [_join(_join(key, k), x) for k, v in value.items() if isinstance(v, dict)
+                    for x in sorted(set(v) - set(inner))]
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}"
+                          + (f" with {', '.join(inner)}" if inner is not None else ""))
 
 
 def _check_range(f: dataclasses.Field, value, key: str, source: str) -> None:

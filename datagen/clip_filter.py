@@ -19,9 +19,7 @@ import numpy as np
 import torch
 
 from compodiff.encoders import Encoder, l2_normalize
-from datagen.config import ClipFilterConfig
-
-SCORES = ("sim_0", "sim_1", "sim_image", "sim_dir", "sim_keyword", "sim_instruction")
+from datagen.config import SCORES, ClipFilterConfig
 
 
 def _unique_text(encoder: Encoder, texts: list[str], batch_size: int) -> torch.Tensor:

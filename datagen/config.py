@@ -6,7 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from compodiff.config_schema import at_least
+from compodiff.config_schema import at_least, keys_of
+
+# the CLIP filter's scores and the triplet methods that may have thresholds of their own
+SCORES = ("sim_0", "sim_1", "sim_image", "sim_dir", "sim_keyword", "sim_instruction")
+METHODS = ("keyword", "llm")
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,7 @@ class ClipFilterConfig:
     min_keep_rate: float  # blocking asset check: fewer kept means the generator or encoder broke
     # per method ("keyword", "llm"), thresholds that replace the ones above: an edit that changes the whole
     # background moves sim_image more than a swapped object does, so one image rule cannot serve both
-    per_method: dict[str, dict[str, float]] = field(default_factory=dict)
+    per_method: dict[str, dict[str, float]] = field(default_factory=dict, metadata=keys_of(METHODS, SCORES))
     # blocking asset check: every edit kind the benchmark asks about is at least this share of the kept
     # triplets (world profiles, where the kind is known)
     min_kind_share: float = 0.0

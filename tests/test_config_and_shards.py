@@ -159,3 +159,18 @@ def test_a_feature_file_whose_arrays_disagree_on_rows_is_refused_by_name(tmp_pat
                          {"caption": ["a"] * 96}, {"kind": "test"})
     with pytest.raises(FeatureError, match=r"f.npz: the arrays disagree on the row count .*'mask': 10"):
         load_features(path)
+
+
+@pytest.mark.parametrize("per_method, named", [({"llm": {"sim_imgae": 0.5}}, "clip_filter.per_method.llm.sim_imgae"),
+                                               ({"kw": {"sim_image": 0.5}}, "clip_filter.per_method.kw")])
+def test_a_misspelt_per_method_filter_key_is_an_error_when_params_load(per_method, named):
+    """Found by the property test: the per-method thresholds are a mapping, whose keys the loader took on trust."""
+    from compodiff.config_schema import from_dict
+    from orchestration.params import Params
+
+    data = resolve(ROOT / "profiles" / "world.yaml")
+    data["clip_filter"]["per_method"] = per_method
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        from_dict(Params, data)
+    data["clip_filter"]["per_method"] = {"llm": {"sim_image": 0.5}, "keyword": {}}
+    assert from_dict(Params, data).clip_filter.per_method["llm"] == {"sim_image": 0.5}
