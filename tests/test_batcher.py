@@ -10,10 +10,6 @@ import time
 from orchestration.serving.batcher import MicroBatcher
 
 
-def _run(coro):
-    return asyncio.run(coro)
-
-
 def test_a_lone_query_at_an_idle_server_does_not_wait():
     async def main():
         b = MicroBatcher(lambda items: [x * 2 for x in items], max_batch=8, max_wait_ms=2000)
@@ -24,7 +20,7 @@ def test_a_lone_query_at_an_idle_server_does_not_wait():
         await b.stop()
         return got, elapsed, b.batches
 
-    got, elapsed, batches = _run(main())
+    got, elapsed, batches = asyncio.run(main())
     assert got == 42 and batches == [1]
     assert elapsed < 1.0  # the 2 s wait is for company under load, not for a lone query
 
@@ -51,6 +47,6 @@ def test_queries_queued_during_a_pass_share_the_next_and_the_wait_gathers_more_u
         await b.stop()
         return answers, b.batches
 
-    answers, batches = _run(main())
+    answers, batches = asyncio.run(main())
     assert answers == [100 + i for i in range(7)]
     assert batches == [1, 6]
