@@ -47,6 +47,9 @@ class EncoderTrainConfig:
     # share of training captions rewritten in everyday English (datagen.world.language): synonyms, carrier
     # phrases, requests, so the text tower knows more than the captions' few dozen words, as CLIP does
     paraphrase: float = 0.0
+    # share of those paraphrases that also say, in the words of edited pictures, a colour, size or object the
+    # picture shows or one it lacks (language.edit_clause): the words of change get trained embeddings
+    edit_clauses: float = 0.0
     bf16: bool = False  # autocast the towers in bfloat16 (the loss stays fp32): 1.3x a step on avx512_bf16 CPUs
 
 

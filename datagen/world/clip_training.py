@@ -58,7 +58,8 @@ def train_clip(cfg: EncoderTrainConfig, images: np.ndarray, captions: list[str],
     tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=cfg.context_length)
     original = list(captions)
     captions = paraphrase_captions(original, cfg.paraphrase, seed,
-                                   fits=lambda t: len(tokenizer.encode(t)) + 2 <= cfg.context_length)
+                                   fits=lambda t: len(tokenizer.encode(t)) + 2 <= cfg.context_length,
+                                   clauses=cfg.edit_clauses)
     tokens = tokenizer(captions)
     optimizer = torch.optim.AdamW(clip.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
