@@ -41,6 +41,21 @@ from orchestration.train_steps import _spec, load_pair_features, load_triplet_fe
 FIT_KINDS = ("add", "colour", "remove", "background")  # two the default stage 2 fits, two it does not
 
 
+def with_identity(enc) -> None:
+    """Make ``enc.text_tokens`` return each state plus its token's own embedding row, layer-normed: the word
+    stays visible however alike the tower's states of two words are (an experiment, not the method)."""
+    states_of = enc.text_tokens
+
+    def text_tokens(texts, pad_mask=False):
+        states, real = states_of(texts, pad_mask)
+        with torch.no_grad():
+            rows = enc._text_tower().token_embedding(enc.tokenize(list(texts)))
+            rows = torch.nn.functional.layer_norm(rows.float(), rows.shape[-1:])
+        return states + rows, real
+
+    enc.text_tokens = text_tokens
+
+
 def parse_variant(text: str, spec, config) -> tuple[str, dict, dict]:
     """``name=field:value,...`` -> (name, TrainSpec overrides, DenoiserConfig overrides), each value cast to
     its field's type."""
@@ -64,6 +79,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=".")
     ap.add_argument("variants", nargs="+", help="name=field:value,... (mix as 0.3/0.3/0.4)")
+    ap.add_argument("--token-identity", action="store_true",
+                    help="add each token's own (layer-normed) embedding row to its state, in training and at the "
+                         "queries: does stage 2 learn an edit once its verb is visible in the token states?")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -76,6 +94,8 @@ def main() -> int:
     enc = q.enc
     pairs = load_pair_features(run, enc.embed_dim)
     trip = load_triplet_features(run, enc.embed_dim)
+    if args.token_identity:
+        with_identity(enc)
     tokens = TextTokens(lambda texts: enc.text_tokens(texts)[0], run.params.training.text_cache)
     base = dataclasses.replace(_spec(run, "stage2"), checkpoint_every=10**9)
     stage1 = load_checkpoint(run.stage_dir("stage1") / "denoiser.safetensors")

@@ -154,3 +154,32 @@ def test_paraphrases_are_seeded_keep_the_scene_words_and_respect_the_fit():
     assert len(vocabulary(out)) > 2 * len(vocabulary(captions))
     assert paraphrase_captions(captions, 1.0, seed=1, fits=lambda t: False) == captions
     assert paraphrase_captions(captions, 0.0, seed=1) == captions
+
+
+def test_edit_clauses_are_true_of_the_picture_and_train_every_edit_word(monkeypatch):
+    import re
+
+    from datagen.instructions import TRAINING_EDIT_PHRASINGS
+    from datagen.world import language
+    from datagen.world.language import _absent, edit_clause, paraphrase_captions, vocabulary
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        scene = sample_scene(rng)
+        shown = {f"{o.colour} {o.shape}" for o in scene.objects}
+        assert all(name not in _absent(scene, rng) for name in shown for _ in range(5))
+    star = Scene((WorldObject("star", "red", "large"),), background="navy", texture="striped")
+    monkeypatch.setattr(language, "_absent", lambda scene, rng: "ABSENT")
+    said = set()
+    for _ in range(300):  # what a clause says of the shown object is its own colour and size
+        words = set(edit_clause(star, rng).split())
+        assert words & (set(lx.COLOURS) | set(lx.SIZES)) <= {"red", "large"}
+        said |= words
+    assert {"red", "large", "star", "ABSENT"} <= said
+    monkeypatch.undo()
+    rng = np.random.default_rng(3)
+    captions = [caption(sample_scene(rng), rng) for _ in range(3000)]
+    out = paraphrase_captions(captions, 0.3, seed=1, clauses=1.0)
+    words = {w for ts in TRAINING_EDIT_PHRASINGS.values() for t in ts for w in re.sub(r"\{\w+\}", " ", t).split()}
+    assert words <= vocabulary(out), sorted(words - vocabulary(out))
+    assert words - vocabulary(paraphrase_captions(captions, 0.3, seed=1, clauses=0.0))  # the clauses bring them
