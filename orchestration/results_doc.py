@@ -114,7 +114,7 @@ def bench_files_section(results: Path) -> list[str]:
     out = ["## Benchmark scripts", "", "Each file in `benchmarks/results/`, written by the script of the same "
            "name in `benchmarks/`; the figures shown are its speeds, recalls and consistency rates.", ""]
     for f in sorted(results.glob("*.json")):
-        if f.stem in ("claims_world", "filter_calibration_world", "faults_tiny"):
+        if f.stem in ("claims_world", "filter_calibration_world", *FAULTS):
             continue
         try:
             flat = flatten(json.loads(f.read_text()))
@@ -162,7 +162,8 @@ def write_results(root: Path) -> Path:
     lines += coverage_section(_load(metrics / "filter.json"))
     lines += encoder_section(_load(metrics / "encoder.json"))
     lines += claims_section(_load(results / "claims_world.json"))
-    lines += reliability_section(_load(results / "faults_tiny.json"))
+    for name in FAULTS:
+        lines += reliability_section(_load(results / f"{name}.json"), f"{name}.json")
     lines += bad_inputs_section(_load(results / "bad_inputs.json"))
     lines += bench_files_section(results)
     out = root / "docs" / "results.md"
@@ -172,13 +173,16 @@ def write_results(root: Path) -> Path:
     return out
 
 
-def reliability_section(faults: dict | None) -> list[str]:
+FAULTS = ("faults_tiny", "faults_world")  # the fault campaigns: every step in CI time, and the default profile
+
+
+def reliability_section(faults: dict | None, file: str = "faults_tiny.json") -> list[str]:
     """The fault campaign (tools/fault_campaign.py): kills per step, and how each ended."""
     if faults is None:
         return []
     s = faults["summary"]
-    out = ["## Reliability", "",
-           f"`benchmarks/results/{faults.get('file', 'faults_tiny.json')}` (`tools/fault_campaign.py`, profile "
+    out = [f"## Reliability: the {faults['profile']} profile", "",
+           f"`benchmarks/results/{file}` (`tools/fault_campaign.py`, profile "
            f"`{faults['profile']}`, {faults['seeds_per_step']} kill(s) per step through "
            f"{' and '.join(faults['orchestrators'])}): {s['injected']} SIGKILLs injected, {s['killed']} landed "
            f"before the step ended; outputs whole after every kill: {s['whole_after_kill']}/{s['injected']}; reruns "

@@ -230,27 +230,64 @@ def running_mlflow_runs(root: Path) -> int:
     return len(client.search_runs(exps, "attributes.status = 'RUNNING'")) if exps else 0
 
 
+def reference_times(ref: Path, order: list[tuple], params: dict) -> dict[tuple, float]:
+    """Each step's seconds in an existing run, from its MLflow step runs (the latest finished one of each;
+    a run over several shards counts a shard as its share)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{ref}/mlflow.db")
+    exps = [e.experiment_id for e in client.search_experiments()]
+    times = {}
+    for s, item in order:
+        runs = client.search_runs(exps, f"tags.`dagster.asset` = '{s.name}' and attributes.status = 'FINISHED'",
+                                  order_by=["attributes.start_time DESC"])
+        own = [r for r in runs if item is None or item in r.data.tags.get("dagster.partition", "").split(",")]
+        if not own:
+            raise SystemExit(f"--reference {ref}: no finished MLflow run of {s.name}{'[' + item + ']' if item else ''}")
+        shards = own[0].data.tags.get("dagster.partition", "").split(",")
+        times[(s.name, item)] = (own[0].info.end_time - own[0].info.start_time) / 1000 / len(shards)
+    return times
+
+
+def adopt(ref: Path, hit: Path, step: registry.Step, item: str | None, params: dict) -> None:
+    """Copy a step's outputs from the reference run: the faulted step downstream then reads exactly the
+    inputs the uninterrupted run had."""
+    for f in files(outputs(ref, step, item, params)):
+        target = hit / f.relative_to(ref)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, target)
+
+
 def campaign(workdir: Path, profile: str, seeds: int, orchestrators: list[str], atol: float,
-             window: float | None = None, log=print) -> dict:
+             window: float | None = None, reference: Path | None = None, log=print) -> dict:
     """``window``: kill within this many seconds of a step's start (plus the orchestrator's own start), and
     run the steps that are not faulted in this process (the same step functions, without a process start
-    each); None: within the reference's time of that step, every step through the CLI."""
+    each); None: within the reference's time of that step, every step through the CLI. ``reference``: an
+    existing run of the same code and profile (``compodiff lifecycle`` in a clone) is the uninterrupted
+    run: its step times set the kill windows and the steps not faulted are copied from it, not rerun."""
     import yaml
 
-    ref = project_copy(workdir / "reference", profile)
     hit = project_copy(workdir / "faulted", profile)
-    params = yaml.safe_load((ref / "params.yaml").read_text())
+    params = yaml.safe_load((hit / "params.yaml").read_text())
     steps = [s for s in registry.STEPS if s.name not in SKIP]
     order = [(s, item) for s in steps for item in items(s, params)]
     times: dict[tuple, float] = {}
 
-    def reference() -> None:
+    def run_reference() -> None:
         for s, item in order:
             times[(s.name, item)] = step_run(ref, s, item)
             log(f"reference {s.name}{'[' + item + ']' if item else ''}: {times[(s.name, item)]:.1f}s")
 
     step_run = run_cli if window is None else run_here
-    reference()  # first: a fault's kill window is the reference's time of the step (or ``window``)
+    if reference is None:
+        ref = project_copy(workdir / "reference", profile)
+        run_reference()  # first: a fault's kill window is the reference's time of the step (or ``window``)
+    else:
+        ref = Path(reference).resolve()
+        if yaml.safe_load((ref / "params.yaml").read_text()) != params:
+            raise SystemExit(f"--reference {ref}: its params.yaml is not the {profile} profile's")
+        times = reference_times(ref, order, params)
+        step_run = lambda root, s, item: adopt(ref, root, s, item, params)  # noqa: E731
     rng = random.Random(0)
     records, n = [], 0
     for s in steps:
@@ -280,7 +317,8 @@ def campaign(workdir: Path, profile: str, seeds: int, orchestrators: list[str], 
     faults = [compare(r, ref, hit, params, atol) for r in records]
     leaks = temp_leaks(hit)
     return {"run": "fault_campaign", "profile": profile, "seeds_per_step": seeds, "orchestrators": orchestrators,
-            "atol": atol, "faults": faults,
+            "atol": atol, "reference": "an existing lifecycle run" if reference else "run step by step here",
+            "faults": faults,
             "summary": {"injected": len(faults), "killed": sum(r["killed"] for r in faults),
                         "whole_after_kill": sum(r["outputs_whole_after_kill"] for r in faults),
                         "reruns_completed": sum(r["rerun_completed"] for r in faults),
@@ -326,13 +364,16 @@ def main() -> None:
     ap.add_argument("--window", type=float, help="kill within this many seconds of a step's start, and run the "
                                                   "steps not faulted in-process (default: within its reference "
                                                   "time, every step through the CLI)")
+    ap.add_argument("--reference", help="an existing run of this code and profile to compare with, instead "
+                                         "of running one (e.g. a clone after `compodiff lifecycle`)")
     ap.add_argument("--workdir", help="keep the two project copies here (default: a temp dir)")
     ap.add_argument("--out")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.workdir) if args.workdir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        result = campaign(work, args.profile, args.seeds, args.orchestrators.split(","), args.atol, args.window)
+        result = campaign(work, args.profile, args.seeds, args.orchestrators.split(","), args.atol, args.window,
+                          args.reference)
     print(json.dumps(result["summary"], indent=2))
     if args.out:
         write_json(args.out, result)
