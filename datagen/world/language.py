@@ -3,8 +3,9 @@
 Pretrained CLIP has read the web, so it knows "backdrop" as well as "background", "grey" as well as
 "gray", and a request ("show me a red star") as well as a caption. The world's captions use a few dozen
 words. This module rewrites a caption's scene in the broader English people use about such pictures:
-synonyms, British spellings, carrier phrases of web captions, and search requests. It never writes an
-edit instruction: it describes one picture, as an image-text pair does.
+synonyms, British spellings, carrier phrases of web captions, and search requests. Every text is true of
+one picture, as an image-text pair is; a request asks for what that picture shows, never for a change to
+another picture (the CIR task), and no benchmark phrasing is written.
 
 Web captions of edited pictures also say what a picture has become or lost ("the logo recoloured red",
 "with the background removed", "a cat instead of a dog"), and search requests say what to leave out.
