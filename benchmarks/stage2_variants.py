@@ -26,16 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fit_by_edit_kind import scores  # noqa: E402
 from report import report  # noqa: E402
-from validate_world import validation_layout  # noqa: E402
+from validate_world import scorer, validation_run  # noqa: E402
 
 from compodiff.checkpoint import load_checkpoint  # noqa: E402
 from compodiff.denoiser import CompoDiffDenoiser  # noqa: E402
-from compodiff.evaluation import cir_metrics  # noqa: E402
 from compodiff.pipeline import CompoDiffPipeline  # noqa: E402
 from compodiff.training import TextTokens, train_denoiser  # noqa: E402
 from orchestration import eval_steps  # noqa: E402
-from orchestration.layout import Layout  # noqa: E402
-from orchestration.params import load_params  # noqa: E402
 from orchestration.train_steps import _spec, load_pair_features, load_triplet_features  # noqa: E402
 
 FIT_KINDS = ("add", "colour", "remove", "background")  # two the default stage 2 fits, two it does not
@@ -85,11 +82,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    root = Path(args.root).resolve()
-    run = Layout(root, load_params(root / "params.yaml"))
-    val = validation_layout(root)
-    q = eval_steps.Queries(val)
+    run, val, q = validation_run(args.root, args.threads)
     b = run.params.benchmark
     enc = q.enc
     pairs = load_pair_features(run, enc.embed_dim)
@@ -100,11 +93,11 @@ def main() -> int:
     base = dataclasses.replace(_spec(run, "stage2"), checkpoint_every=10**9)
     stage1 = load_checkpoint(run.stage_dir("stage1") / "denoiser.safetensors")
 
+    on_queries = scorer(q, b)
+
     def score(model) -> dict:
-        emb = eval_steps.compodiff_queries(CompoDiffPipeline(model.eval(), enc), q, b, True, True)
-        m = cir_metrics(q.search(emb, b.topk), q.rows["ground_truth"], q.kinds)
-        per_type = {k: round(v["mAP@10"], 2) for k, v in m["per_type"].items()}
-        return {"mAP@10": round(m["mAP@10"], 2), "per_type": per_type}
+        m = on_queries(eval_steps.compodiff_queries(CompoDiffPipeline(model.eval(), enc), q, b, True, True))
+        return {"mAP@10": round(m["mAP@10"], 2), "per_type": {k: round(v, 2) for k, v in m["per_type"].items()}}
 
     kinds, rng = np.array(trip.kind), np.random.default_rng(0)
     probe = {k: rng.choice(np.flatnonzero(kinds == k), 100, replace=False)

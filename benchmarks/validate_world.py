@@ -42,6 +42,23 @@ def validation_layout(root: Path, seed_offset: int = VALIDATION_SEED_OFFSET) -> 
     return val
 
 
+def validation_run(root: str, threads: int) -> tuple[Layout, Layout, eval_steps.Queries]:
+    """The run's layout, the validation split's layout and its queries, with torch on ``threads``."""
+    torch.set_num_threads(threads)
+    root = Path(root).resolve()
+    val = validation_layout(root)
+    return Layout(root, load_params(root / "params.yaml")), val, eval_steps.Queries(val)
+
+
+def scorer(q: eval_steps.Queries, b):
+    """Query embeddings -> mAP@10 over the validation queries, overall and per query type."""
+
+    def score(emb) -> dict:
+        m = cir_metrics(q.search(emb, b.topk), q.rows["ground_truth"], q.kinds)
+        return {"mAP@10": m["mAP@10"], "per_type": {k: v["mAP@10"] for k, v in m["per_type"].items()}}
+    return score
+
+
 def kind_balance_runs(run: Layout, q, balances: list[float], score, models: list[str]) -> dict:
     """Stage 2 (from the run's stage 1) and the Combiner trained again for each kind balance; stage 2 scored
     with the params' sampling."""
@@ -94,17 +111,10 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    root = Path(args.root).resolve()
-    run = Layout(root, load_params(root / "params.yaml"))
-    val = validation_layout(root)
-    q = eval_steps.Queries(val)
+    run, val, q = validation_run(args.root, args.threads)
     b = run.params.benchmark
     out = {"validation_seed": val.params.seed, "queries": len(q.kinds)}
-
-    def score(emb):
-        m = cir_metrics(q.search(emb, b.topk), q.rows["ground_truth"], q.kinds)
-        return {"mAP@10": m["mAP@10"], "per_type": {k: v["mAP@10"] for k, v in m["per_type"].items()}}
+    score = scorer(q, b)
 
     out["image_text_sum"] = score(sum_query(q.reference, q.text))
     out["image_only"] = score(q.reference)
