@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from compodiff.atomic import write_json  # noqa: E402
 from compodiff.benchmarks.circo import average_precision  # noqa: E402
 from compodiff.combiner import Combiner, CombinerSpec, train_combiner  # noqa: E402
+from compodiff.config_schema import digest  # noqa: E402
 from compodiff.denoiser import CompoDiffDenoiser, preset  # noqa: E402
 from compodiff.evaluation import sum_query  # noqa: E402
 from compodiff.objectives import TripletFeatures, kind_balance_weights  # noqa: E402
@@ -229,16 +230,6 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def claims_digest(params) -> str:
-    """The params the claims depend on: all but the asset checks' thresholds, which train and score nothing."""
-    import hashlib
-
-    from compodiff.config_schema import to_dict
-
-    d = {k: v for k, v in to_dict(params).items() if k != "checks"}
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=".")
@@ -252,7 +243,7 @@ def main() -> int:
     layout = Layout(root, load_params(root / "params.yaml"))
     out = Path(args.out)
     done = json.loads(out.read_text()) if out.is_file() else {}
-    if done.get("params_digest") != claims_digest(layout.params):
+    if done.get("params_digest") != digest(layout.params):
         done = {}  # seeds of other settings are not this run's
     seeds = {r["seed"]: r for r in done.get("seeds", [])}
     q = Queries(layout)
@@ -262,9 +253,9 @@ def main() -> int:
             continue
         seeds[s] = one_seed(layout, q, s, args.sampling_seeds, lambda m: print(m, flush=True))
         partial = [seeds[k] for k in sorted(seeds)]
-        write_json(out, {"params_digest": claims_digest(layout.params), "seeds": partial})
+        write_json(out, {"params_digest": digest(layout.params), "seeds": partial})
     result = [seeds[k] for k in args.seeds]
-    final = {"params_digest": claims_digest(layout.params), "profile": layout.params.profile,
+    final = {"params_digest": digest(layout.params), "profile": layout.params.profile,
              "training_seeds": args.seeds, "sampling_seeds": args.sampling_seeds,
              "seconds_this_call": time.perf_counter() - t0, "seeds": result, "aggregate": aggregate(result),
              "claims": claims(result)}

@@ -1,6 +1,7 @@
 """Stage-2 training settings, each trained from the run's stage 1 and scored on the validation split.
 
-A variant names TrainSpec fields to change (``lr``, ``steps``, ``ema_decay``, ``batch_size``, ...) as
+A variant names TrainSpec fields to change (``lr``, ``steps``, ``ema_decay``, ``batch_size``, ...), denoiser
+fields (a new shape trains its own stage 1) or ``kind_balance`` (training.stage2.kind_balance) as
 ``name=field:value,field:value``; ``base`` is the params' own stage 2. Each variant is scored with its EMA
 weights (the released ones) and with its last live weights, per query type, at the params' sampling:
 
@@ -30,6 +31,7 @@ from validate_world import scorer, validation_run  # noqa: E402
 
 from compodiff.checkpoint import load_checkpoint  # noqa: E402
 from compodiff.denoiser import CompoDiffDenoiser  # noqa: E402
+from compodiff.objectives import kind_balance_weights  # noqa: E402
 from compodiff.pipeline import CompoDiffPipeline  # noqa: E402
 from compodiff.training import TextTokens, train_denoiser  # noqa: E402
 from orchestration import eval_steps  # noqa: E402
@@ -53,11 +55,14 @@ def with_identity(enc) -> None:
     enc.text_tokens = text_tokens
 
 
+DATA_FIELDS = ("kind_balance",)  # settings of the triplets drawn, not of the TrainSpec
+
+
 def parse_variant(text: str, spec, config) -> tuple[str, dict, dict]:
-    """``name=field:value,...`` -> (name, TrainSpec overrides, DenoiserConfig overrides), each value cast to
-    its field's type."""
+    """``name=field:value,...`` -> (name, TrainSpec and data overrides, DenoiserConfig overrides), each value
+    cast to its field's type."""
     name, _, body = text.partition("=")
-    train_fields = {f.name for f in dataclasses.fields(spec)}
+    train_fields = {f.name for f in dataclasses.fields(spec)} | set(DATA_FIELDS)
     net_fields = {f.name for f in dataclasses.fields(config)} - {"embed_dim", "text_dim", "text2_dim", "mask_size"}
     train, net = {}, {}
     for item in filter(None, body.split(",")):
@@ -66,7 +71,7 @@ def parse_variant(text: str, spec, config) -> tuple[str, dict, dict]:
             raise SystemExit(f"variant {name!r}: {key!r} is neither a TrainSpec nor a denoiser field "
                              f"({sorted(train_fields | net_fields)})")
         target, obj = (train, spec) if key in train_fields else (net, config)
-        current = getattr(obj, key)
+        current = getattr(obj, key, 0.0)
         target[key] = (tuple(float(v) for v in value.split("/")) if isinstance(current, tuple)
                        else type(current)(float(value)) if isinstance(current, (int, float)) else value)
     return name, train, net
@@ -118,7 +123,11 @@ def main() -> int:
     out = {"validation_seed": val.params.seed, "queries": len(q.kinds), "variants": {}}
     for text in args.variants:
         name, overrides, net = parse_variant(text, base, stage1.config)
+        data = {k: overrides.pop(k) for k in DATA_FIELDS if k in overrides}
         spec = dataclasses.replace(base, **overrides)
+        drawn = (dataclasses.replace(trip, weight=kind_balance_weights(trip.kind, data["kind_balance"]))
+                 if "kind_balance" in data else trip)
+        overrides = {**overrides, **data}
         t0 = time.perf_counter()
         if net:  # another network shape: its own stage 1 first, with the params' stage-1 settings
             torch.manual_seed(run.params.seed)
@@ -131,7 +140,7 @@ def main() -> int:
             model = copy.deepcopy(stage1)
         model.train().requires_grad_(True)
         with tempfile.TemporaryDirectory() as d:
-            state = train_denoiser(model, spec, pairs, trip, tokens, Path(d))
+            state = train_denoiser(model, spec, pairs, drawn, tokens, Path(d))
         row = {"overrides": {**overrides, **net}, "train_s": round(time.perf_counter() - t0, 1),
                "ema": score(state["ema"].model), "live": score(model), "fit_ema": fit(state["ema"].model)}
         out["variants"][name] = row

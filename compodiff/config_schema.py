@@ -78,6 +78,16 @@ def to_dict(obj) -> dict:
     return dataclasses.asdict(obj)
 
 
+def digest(obj, leave_out: tuple[str, ...] = ("checks",)) -> str:
+    """A short hash of the settings that train and score, so results can say which settings made them: every
+    top-level key but ``leave_out`` (the asset checks' thresholds change no output)."""
+    import hashlib
+    import json
+
+    d = {k: v for k, v in to_dict(obj).items() if k not in leave_out}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     """Nested dict -> {"a.b.c": value}: the one flat dict logged to MLflow."""
     out: dict[str, Any] = {}

@@ -84,13 +84,26 @@ def encoder_section(enc: dict | None) -> list[str]:
     return out + [""]
 
 
-def claims_section(claims: dict | None) -> list[str]:
+def _params_digest(root: Path) -> str | None:
+    """The digest of the project's params (compodiff.config_schema.digest), as the claims script records it."""
+    from compodiff.config_schema import digest
+    from orchestration.params import load_params
+
+    return digest(load_params(root / "params.yaml")) if (root / "params.yaml").is_file() else None
+
+
+def claims_section(claims: dict | None, params_digest: str | None = None) -> list[str]:
     out = ["## The paper's claims over training seeds", ""]
     if claims is None or "claims" not in claims:
         return out + ["Not measured yet: `benchmarks/claims_world.py` (see its docstring).", ""]
     seeds = claims["training_seeds"]
+    measured = claims.get("params_digest")
+    same = ("the project's params now" if measured == params_digest else
+            f"**not** the project's params now ({params_digest}): these figures are of earlier settings until "
+            "the script is rerun")
     out += [f"`benchmarks/results/claims_world.json`: training seeds {seeds}, sampling seeds "
-            f"{claims['sampling_seeds']}; mAP@10 per seed, then mean ± spread.", ""]
+            f"{claims['sampling_seeds']}; mAP@10 per seed, then mean ± spread. Measured under params digest "
+            f"{measured}, {same}.", ""]
     out += _table(["method", *[f"seed {s}" for s in seeds], "mean", "spread"],
                   [[n, *v["per_seed"], v["mean"], v["std"]] for n, v in claims["aggregate"].items()])
     per_seed = claims["claims"]["per_seed"]
@@ -161,7 +174,7 @@ def write_results(root: Path) -> Path:
     lines += benchmark_section(bench, checks)
     lines += coverage_section(_load(metrics / "filter.json"))
     lines += encoder_section(_load(metrics / "encoder.json"))
-    lines += claims_section(_load(results / "claims_world.json"))
+    lines += claims_section(_load(results / "claims_world.json"), _params_digest(root))
     for name in FAULTS:
         lines += reliability_section(_load(results / f"{name}.json"), f"{name}.json")
     lines += bad_inputs_section(_load(results / "bad_inputs.json"))
@@ -184,7 +197,8 @@ def reliability_section(faults: dict | None, file: str = "faults_tiny.json") -> 
     out = [f"## Reliability: the {faults['profile']} profile", "",
            f"`benchmarks/results/{file}` (`tools/fault_campaign.py`, profile "
            f"`{faults['profile']}`, {faults['seeds_per_step']} kill(s) per step through "
-           f"{' and '.join(faults['orchestrators'])}): {s['injected']} SIGKILLs injected, {s['killed']} landed "
+           f"{' and '.join(faults['orchestrators'])}; the uninterrupted run: {faults.get('reference', 'run step by step here')}): "
+           f"{s['injected']} SIGKILLs injected, {s['killed']} landed "
            f"before the step ended; outputs whole after every kill: {s['whole_after_kill']}/{s['injected']}; reruns "
            f"completed {s['reruns_completed']}, equal to the uninterrupted run {s['equal_to_reference']}; temp "
            f"files left {s['temp_files_left']}; MLflow runs left RUNNING {s['mlflow_runs_left_running']}; items "

@@ -26,3 +26,9 @@ def test_every_long_step_killed_and_rerun_ends_as_an_uninterrupted_run(tmp_path)
     s = result["summary"]
     assert s["killed"] >= len(FAULTED) // 2  # most kills land before the step ends
     assert s["items_lost"] == 0 and s["temp_files_left"] == 0 and s["mlflow_runs_left_running"] == 0, s
+
+
+def test_a_campaign_over_steps_that_are_not_long_steps_stops_naming_them(tmp_path):
+    with pytest.raises(SystemExit, match="'champion'"):
+        campaign(tmp_path, "tiny", seeds=1, orchestrators=["dvc"], atol=0.0, faulted=("stage1", "champion"))
+    assert not any(tmp_path.iterdir())  # refused before any project copy

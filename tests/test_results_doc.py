@@ -93,3 +93,15 @@ def test_the_bad_inputs_section_lists_each_case_and_how_it_was_answered():
            "(CheckpointError) |" in text
     assert "skipped and counted: kept 2, skipped {'not JSON': 1, 'missing input/caption, edit or output': 2}" in text
     assert bad_inputs_section(None) == []
+
+
+def test_the_claims_section_says_whether_they_were_measured_under_the_projects_params():
+    from orchestration.results_doc import claims_section
+
+    mod = _claims_module()
+    seeds = [_seed(0, 25.0, 20.0, 4.0)]
+    claims = {"params_digest": "aaaa", "training_seeds": [0], "sampling_seeds": [0], "seeds": seeds,
+              "claims": mod.claims(seeds), "aggregate": mod.aggregate(seeds)}
+    assert "under params digest aaaa, the project's params now" in "\n".join(claims_section(claims, "aaaa"))
+    stale = "\n".join(claims_section(claims, "bbbb"))
+    assert "**not** the project's params now (bbbb)" in stale

@@ -259,13 +259,19 @@ def adopt(ref: Path, hit: Path, step: registry.Step, item: str | None, params: d
 
 
 def campaign(workdir: Path, profile: str, seeds: int, orchestrators: list[str], atol: float,
-             window: float | None = None, reference: Path | None = None, log=print) -> dict:
+             window: float | None = None, reference: Path | None = None, faulted: tuple[str, ...] = FAULTED,
+             log=print) -> dict:
     """``window``: kill within this many seconds of a step's start (plus the orchestrator's own start), and
     run the steps that are not faulted in this process (the same step functions, without a process start
     each); None: within the reference's time of that step, every step through the CLI. ``reference``: an
     existing run of the same code and profile (``compodiff lifecycle`` in a clone) is the uninterrupted
-    run: its step times set the kill windows and the steps not faulted are copied from it, not rerun."""
+    run: its step times set the kill windows and the steps not faulted are copied from it, not rerun.
+    ``faulted``: the steps to kill (a subset of FAULTED); the others run, or are copied, whole."""
     import yaml
+
+    unknown = sorted(set(faulted) - set(FAULTED))
+    if unknown:
+        raise SystemExit(f"--steps {unknown}: not long steps of the campaign ({', '.join(FAULTED)})")
 
     hit = project_copy(workdir / "faulted", profile)
     params = yaml.safe_load((hit / "params.yaml").read_text())
@@ -293,7 +299,7 @@ def campaign(workdir: Path, profile: str, seeds: int, orchestrators: list[str], 
     for s in steps:
         targets = items(s, params)
         for item in targets:
-            if s.name not in FAULTED or item != targets[0]:  # a sharded step is faulted in its first shard
+            if s.name not in faulted or item != targets[0]:  # a sharded step is faulted in its first shard
                 step_run(hit, s, item)
                 continue
             for k in range(seeds):
@@ -318,6 +324,7 @@ def campaign(workdir: Path, profile: str, seeds: int, orchestrators: list[str], 
     leaks = temp_leaks(hit)
     return {"run": "fault_campaign", "profile": profile, "seeds_per_step": seeds, "orchestrators": orchestrators,
             "atol": atol, "reference": "an existing lifecycle run" if reference else "run step by step here",
+            "faulted_steps": [s for s in FAULTED if s in faulted],
             "faults": faults,
             "summary": {"injected": len(faults), "killed": sum(r["killed"] for r in faults),
                         "whole_after_kill": sum(r["outputs_whole_after_kill"] for r in faults),
@@ -366,6 +373,8 @@ def main() -> None:
                                                   "time, every step through the CLI)")
     ap.add_argument("--reference", help="an existing run of this code and profile to compare with, instead "
                                          "of running one (e.g. a clone after `compodiff lifecycle`)")
+    ap.add_argument("--steps", default=",".join(FAULTED),
+                    help="the steps to kill, comma-separated (default: every long step); the others run whole")
     ap.add_argument("--workdir", help="keep the two project copies here (default: a temp dir)")
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -373,7 +382,7 @@ def main() -> None:
         work = Path(args.workdir) if args.workdir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         result = campaign(work, args.profile, args.seeds, args.orchestrators.split(","), args.atol, args.window,
-                          args.reference)
+                          args.reference, tuple(args.steps.split(",")))
     print(json.dumps(result["summary"], indent=2))
     if args.out:
         write_json(args.out, result)
