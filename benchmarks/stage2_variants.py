@@ -58,6 +58,39 @@ def with_identity(enc) -> None:
 DATA_FIELDS = ("kind_balance",)  # settings of the triplets drawn, not of the TrainSpec
 
 
+ADD_VERBS, REMOVE_VERBS = ("add", "put", "include"), ("remove", "take away", "delete")  # the LLM's own verbs
+
+
+def inverted(trip):
+    """Each one-clause addition also as a removal and each removal as an addition (reference and target
+    swapped, the instruction rewritten in the training triplets' own verbs): every object is seen both
+    ways, side by side (an experiment, docs/experiments/kind_competition.md; not the method)."""
+    import re
+
+    rows, texts, kinds = [], [], []
+    for i, (text, kind) in enumerate(zip(trip.instruction, trip.kind)):
+        if " and " in text:
+            continue
+        add = re.fullmatch(rf"(?:{'|'.join(ADD_VERBS)}) an? (.+?)(?: in the picture)?", text)
+        rem = re.fullmatch(rf"(?:{'|'.join(REMOVE_VERBS)}) the (.+)", text)
+        if kind == "add" and add:
+            rows.append(i)
+            texts.append(f"{REMOVE_VERBS[i % 3]} the {add.group(1)}")
+            kinds.append("remove")
+        elif kind == "remove" and rem:
+            obj = rem.group(1)
+            rows.append(i)
+            texts.append(f"{ADD_VERBS[i % 3]} {'an' if obj[0] in 'aeiou' else 'a'} {obj}")
+            kinds.append("add")
+    idx = torch.tensor(rows, dtype=torch.long)
+    return dataclasses.replace(
+        trip, reference=torch.cat([trip.reference, trip.target[idx]]),
+        target=torch.cat([trip.target, trip.reference[idx]]), instruction=[*trip.instruction, *texts],
+        reversed_instruction=[*trip.reversed_instruction, *[trip.reversed_instruction[i] for i in rows]],
+        weight=None, kind=[*trip.kind, *kinds],
+        source=None if trip.source is None else [*trip.source, *[trip.source[i] for i in rows]])
+
+
 def parse_variant(text: str, spec, config) -> tuple[str, dict, dict]:
     """``name=field:value,...`` -> (name, TrainSpec and data overrides, DenoiserConfig overrides), each value
     cast to its field's type."""
@@ -84,6 +117,8 @@ def main() -> int:
     ap.add_argument("--token-identity", action="store_true",
                     help="add each token's own (layer-normed) embedding row to its state, in training and at the "
                          "queries: does stage 2 learn an edit once its verb is visible in the token states?")
+    ap.add_argument("--invert", action="store_true",
+                    help="add each one-clause addition reversed as a removal and each removal as an addition")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -94,6 +129,10 @@ def main() -> int:
     trip = load_triplet_features(run, enc.embed_dim)
     if args.token_identity:
         with_identity(enc)
+    own = trip  # the probe asks about the run's own triplets, whatever a variant adds
+    if args.invert:
+        trip = inverted(own)
+        print(f"inverted: {len(trip) - len(own)} triplets added", flush=True)
     tokens = TextTokens(lambda texts: enc.text_tokens(texts)[0], run.params.training.text_cache)
     base = dataclasses.replace(_spec(run, "stage2"), checkpoint_every=10**9)
     stage1 = load_checkpoint(run.stage_dir("stage1") / "denoiser.safetensors")
@@ -104,7 +143,7 @@ def main() -> int:
         m = on_queries(eval_steps.compodiff_queries(CompoDiffPipeline(model.eval(), enc), q, b, True, True))
         return {"mAP@10": round(m["mAP@10"], 2), "per_type": {k: round(v, 2) for k, v in m["per_type"].items()}}
 
-    kinds, rng = np.array(trip.kind), np.random.default_rng(0)
+    kinds, rng = np.array(own.kind), np.random.default_rng(0)
     probe = {k: rng.choice(np.flatnonzero(kinds == k), 100, replace=False)
              for k in FIT_KINDS if (kinds == k).sum() >= 100}
 
@@ -114,8 +153,8 @@ def main() -> int:
         out = {}
         with torch.no_grad():
             for kind, idx in probe.items():
-                ref, tgt = trip.reference[idx], trip.target[idx]
-                answer = pipe.compose(ref, [trip.instruction[i] for i in idx], w_image=b.w_image, w_text=b.w_text,
+                ref, tgt = own.reference[idx], own.target[idx]
+                answer = pipe.compose(ref, [own.instruction[i] for i in idx], w_image=b.w_image, w_text=b.w_text,
                                       steps=b.steps, seed=0, eta=b.eta, mix_reference=b.mix_reference)
                 out[kind] = scores(answer, ref, tgt)["R@1"]
         return out
