@@ -27,12 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fit_by_edit_kind import scores  # noqa: E402
 from report import report  # noqa: E402
-from validate_world import validation_run  # noqa: E402
+from validate_world import scorer, validation_run  # noqa: E402
 
 from compodiff.checkpoint import load_checkpoint  # noqa: E402
 from compodiff.objectives import TripletFeatures  # noqa: E402
 from compodiff.pipeline import CompoDiffPipeline  # noqa: E402
 from compodiff.training import TextTokens, train_denoiser  # noqa: E402
+from orchestration import eval_steps  # noqa: E402
 from orchestration.train_steps import _spec, load_triplet_features  # noqa: E402
 
 
@@ -52,6 +53,8 @@ def main() -> int:
     ap.add_argument("--focus", action="append", required=True, help="comma-separated edit kinds to train on")
     ap.add_argument("--probe", default="add,remove,colour", help="kinds whose own triplets are probed")
     ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--validate", action="store_true",
+                    help="also score each model on the validation split: what the focus costs the other kinds")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -75,10 +78,18 @@ def main() -> int:
                 out[kind] = {"guided": scores(guided, ref, tgt)["R@1"], "conditional": scores(cond, ref, tgt)["R@1"]}
         return out
 
+    on_queries = scorer(q, b)
+
+    def validation(model) -> dict:
+        m = on_queries(eval_steps.compodiff_queries(CompoDiffPipeline(model.eval(), enc), q, b, True, True))
+        return {"mAP@10": round(m["mAP@10"], 2), "per_type": {k: round(v, 2) for k, v in m["per_type"].items()}}
+
     start = load_checkpoint(run.stage_dir("stage2") / "denoiser.safetensors")
     spec = dataclasses.replace(_spec(run, "stage2"), checkpoint_every=10**9, mix=(0.0, 0.0, 1.0), steps=args.steps,
                                warmup_steps=min(20, args.steps // 10))
     out = {"steps": args.steps, "lr": spec.lr, "batch_size": spec.batch_size, "stage2": fit(start), "focus": {}}
+    if args.validate:
+        out["stage2_validation"] = validation(start)
     print(f"stage 2 as trained: {out['stage2']}", flush=True)
     for focus in args.focus:
         model = copy.deepcopy(start).train().requires_grad_(True)
@@ -86,6 +97,8 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as d:
             train_denoiser(model, spec, None, only(trip, focus.split(",")), tokens, Path(d))
         out["focus"][focus] = {"fit": fit(model), "train_s": round(time.perf_counter() - t0, 1)}
+        if args.validate:
+            out["focus"][focus]["validation"] = validation(model)
         print(f"{focus}: {out['focus'][focus]}", flush=True)
     report(out, args.out)
     return 0
