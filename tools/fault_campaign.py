@@ -314,7 +314,8 @@ def campaign(workdir: Path, profile: str, seeds: int, orchestrators: list[str], 
                         content(f)
                     except Exception as err:  # noqa: BLE001 - any failure to read means a half-written file
                         whole, broken = False, [*broken, f"{f.relative_to(hit)}: {err}"[:200]]
-                rerun_s = run(hit, command(orchestrator, s.name, item))
+                # a rerun on a busy machine may take several times the reference: the timeout only catches hangs
+                rerun_s = run(hit, command(orchestrator, s.name, item), timeout=max(1800.0, 6 * budget))
                 records.append({"step": s, "item": item, "seed": k, "orchestrator": orchestrator, "after": after,
                                 "killed": was_killed, "whole": whole, "broken": broken, "rerun_s": rerun_s,
                                 "snapshot": snapshot(hit, s, item, params, workdir / "snapshots" / str(n))})
