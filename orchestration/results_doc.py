@@ -197,16 +197,24 @@ def reliability_section(faults: dict | None, file: str = "faults_tiny.json") -> 
     out = [f"## Reliability: the {faults['profile']} profile", "",
            f"`benchmarks/results/{file}` (`tools/fault_campaign.py`, profile "
            f"`{faults['profile']}`, {faults['seeds_per_step']} kill(s) per step through "
-           f"{' and '.join(faults['orchestrators'])}; the uninterrupted run: {faults.get('reference', 'run step by step here')}): "
+           f"{' and '.join(faults['orchestrators'])}; the uninterrupted run: "
+           f"{faults.get('reference', 'run step by step here')}): "
            f"{s['injected']} SIGKILLs injected, {s['killed']} landed "
            f"before the step ended; outputs whole after every kill: {s['whole_after_kill']}/{s['injected']}; reruns "
            f"completed {s['reruns_completed']}, equal to the uninterrupted run {s['equal_to_reference']}; temp "
            f"files left {s['temp_files_left']}; MLflow runs left RUNNING {s['mlflow_runs_left_running']}; items "
-           f"lost **{s['items_lost']}**.", ""]
+           f"lost **{s['items_lost']}**." + _killed_steps(faults), ""]
     rows = [[f["step"] + (f"[{f['item']}]" if f["item"] else ""), f["orchestrator"], f["killed_after_s"],
              "yes" if f["killed"] else "finished first", "yes" if f["outputs_whole_after_kill"] else "NO",
              "yes" if f["equal_to_reference"] else "NO: " + ", ".join(f["differing"][:2])] for f in faults["faults"]]
     return out + _table(["step", "via", "killed after (s)", "killed", "whole", "rerun equal"], rows) + [""]
+
+
+def _killed_steps(faults: dict) -> str:
+    if "faulted_steps" not in faults:  # a campaign over every long step
+        return ""
+    return (f" Steps killed: {', '.join(faults['faulted_steps'])}; the others ran whole or came from the "
+            "uninterrupted run.")
 
 
 def bad_inputs_section(bad: dict | None) -> list[str]:
