@@ -27,13 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fit_by_edit_kind import scores  # noqa: E402
 from report import report  # noqa: E402
-from validate_world import scorer, validation_run  # noqa: E402
+from validate_world import model_scorer, validation_run  # noqa: E402
 
 from compodiff.checkpoint import load_checkpoint  # noqa: E402
 from compodiff.objectives import TripletFeatures  # noqa: E402
 from compodiff.pipeline import CompoDiffPipeline  # noqa: E402
 from compodiff.training import TextTokens, train_denoiser  # noqa: E402
-from orchestration import eval_steps  # noqa: E402
 from orchestration.train_steps import _spec, load_triplet_features  # noqa: E402
 
 
@@ -78,11 +77,7 @@ def main() -> int:
                 out[kind] = {"guided": scores(guided, ref, tgt)["R@1"], "conditional": scores(cond, ref, tgt)["R@1"]}
         return out
 
-    on_queries = scorer(q, b)
-
-    def validation(model) -> dict:
-        m = on_queries(eval_steps.compodiff_queries(CompoDiffPipeline(model.eval(), enc), q, b, True, True))
-        return {"mAP@10": round(m["mAP@10"], 2), "per_type": {k: round(v, 2) for k, v in m["per_type"].items()}}
+    validation = model_scorer(q, b)
 
     start = load_checkpoint(run.stage_dir("stage2") / "denoiser.safetensors")
     spec = dataclasses.replace(_spec(run, "stage2"), checkpoint_every=10**9, mix=(0.0, 0.0, 1.0), steps=args.steps,

@@ -27,14 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fit_by_edit_kind import scores  # noqa: E402
 from report import report  # noqa: E402
-from validate_world import scorer, validation_run  # noqa: E402
+from validate_world import model_scorer, validation_run  # noqa: E402
 
 from compodiff.checkpoint import load_checkpoint  # noqa: E402
 from compodiff.denoiser import CompoDiffDenoiser  # noqa: E402
 from compodiff.objectives import kind_balance_weights  # noqa: E402
 from compodiff.pipeline import CompoDiffPipeline  # noqa: E402
 from compodiff.training import TextTokens, train_denoiser  # noqa: E402
-from orchestration import eval_steps  # noqa: E402
 from orchestration.train_steps import _spec, load_pair_features, load_triplet_features  # noqa: E402
 
 FIT_KINDS = ("add", "colour", "remove", "background")  # two the default stage 2 fits, two it does not
@@ -137,11 +136,7 @@ def main() -> int:
     base = dataclasses.replace(_spec(run, "stage2"), checkpoint_every=10**9)
     stage1 = load_checkpoint(run.stage_dir("stage1") / "denoiser.safetensors")
 
-    on_queries = scorer(q, b)
-
-    def score(model) -> dict:
-        m = on_queries(eval_steps.compodiff_queries(CompoDiffPipeline(model.eval(), enc), q, b, True, True))
-        return {"mAP@10": round(m["mAP@10"], 2), "per_type": {k: round(v, 2) for k, v in m["per_type"].items()}}
+    score = model_scorer(q, b)
 
     kinds, rng = np.array(own.kind), np.random.default_rng(0)
     probe = {k: rng.choice(np.flatnonzero(kinds == k), 100, replace=False)

@@ -59,6 +59,19 @@ def scorer(q: eval_steps.Queries, b):
     return score
 
 
+def model_scorer(q: eval_steps.Queries, b):
+    """A stage-2 denoiser -> its rounded mAP@10 on the validation queries, overall and per type, composed at
+    the params' sampling (with negative texts and masks), as the default run scores stage 2."""
+    from compodiff.pipeline import CompoDiffPipeline
+
+    on_queries = scorer(q, b)
+
+    def score(model) -> dict:
+        m = on_queries(eval_steps.compodiff_queries(CompoDiffPipeline(model.eval(), q.enc), q, b, True, True))
+        return {"mAP@10": round(m["mAP@10"], 2), "per_type": {k: round(v, 2) for k, v in m["per_type"].items()}}
+    return score
+
+
 def kind_balance_runs(run: Layout, q, balances: list[float], score, models: list[str]) -> dict:
     """Stage 2 (from the run's stage 1) and the Combiner trained again for each kind balance; stage 2 scored
     with the params' sampling."""
