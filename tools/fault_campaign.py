@@ -249,15 +249,6 @@ def reference_times(ref: Path, order: list[tuple], params: dict) -> dict[tuple, 
     return times
 
 
-def adopt(ref: Path, hit: Path, step: registry.Step, item: str | None, params: dict) -> None:
-    """Copy a step's outputs from the reference run: the faulted step downstream then reads exactly the
-    inputs the uninterrupted run had."""
-    for f in files(outputs(ref, step, item, params)):
-        target = hit / f.relative_to(ref)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(f, target)
-
-
 def campaign(workdir: Path, profile: str, seeds: int, orchestrators: list[str], atol: float,
              window: float | None = None, reference: Path | None = None, faulted: tuple[str, ...] = FAULTED,
              log=print) -> dict:
@@ -293,7 +284,9 @@ def campaign(workdir: Path, profile: str, seeds: int, orchestrators: list[str], 
         if yaml.safe_load((ref / "params.yaml").read_text()) != params:
             raise SystemExit(f"--reference {ref}: its params.yaml is not the {profile} profile's")
         times = reference_times(ref, order, params)
-        step_run = lambda root, s, item: adopt(ref, root, s, item, params)  # noqa: E731
+        # a step not faulted takes the reference's outputs: the faulted steps downstream then read exactly the
+        # inputs the uninterrupted run had
+        step_run = lambda root, s, item: snapshot(ref, s, item, params, root)  # noqa: E731
     rng = random.Random(0)
     records, n = [], 0
     for s in steps:
@@ -337,7 +330,8 @@ def campaign(workdir: Path, profile: str, seeds: int, orchestrators: list[str], 
 
 
 def snapshot(root: Path, step, item, params: dict, dest: Path) -> Path:
-    """A copy of the step's outputs right after its rerun (later steps may rewrite shared records)."""
+    """A copy of the step's outputs under ``dest``: kept right after a rerun (later steps may rewrite shared
+    records), or taken from the reference run."""
     for f in files(outputs(root, step, item, params)):
         target = dest / f.relative_to(root)
         target.parent.mkdir(parents=True, exist_ok=True)
