@@ -54,7 +54,7 @@ def with_identity(enc) -> None:
     enc.text_tokens = text_tokens
 
 
-DATA_FIELDS = ("kind_balance",)  # settings of the triplets drawn, not of the TrainSpec
+DATA_FIELDS = {"kind_balance": 0.0}  # settings of the triplets drawn, not of the TrainSpec, with their defaults
 
 
 ADD_VERBS, REMOVE_VERBS = ("add", "put", "include"), ("remove", "take away", "delete")  # the LLM's own verbs
@@ -103,7 +103,7 @@ def parse_variant(text: str, spec, config) -> tuple[str, dict, dict]:
             raise SystemExit(f"variant {name!r}: {key!r} is neither a TrainSpec nor a denoiser field "
                              f"({sorted(train_fields | net_fields)})")
         target, obj = (train, spec) if key in train_fields else (net, config)
-        current = getattr(obj, key, 0.0)
+        current = DATA_FIELDS[key] if key in DATA_FIELDS else getattr(obj, key)
         target[key] = (tuple(float(v) for v in value.split("/")) if isinstance(current, tuple)
                        else type(current)(float(value)) if isinstance(current, (int, float)) else value)
     return name, train, net
